@@ -1,0 +1,27 @@
+"""Exceptions of the ``secagg`` package: one root, typed leaves."""
+
+from __future__ import annotations
+
+
+class SecAggError(Exception):
+    """Root of every error raised by :mod:`secagg`."""
+
+
+class MessageError(SecAggError, ValueError):
+    """Bytes that are not a well-formed message: bad magic, version, kind, length, dtype or shape."""
+
+
+class ProtocolError(SecAggError, RuntimeError):
+    """A well-formed message that the protocol state refuses: wrong session or round, unknown or duplicate sender."""
+
+
+class UpdateRejected(SecAggError, ValueError):
+    """A client update whose content is unusable: non-finite values, wrong dimension, bad weight."""
+
+
+class AggregationAborted(SecAggError, RuntimeError):
+    """Too few valid contributions survived for the aggregate to be released."""
+
+
+class ConfigurationError(SecAggError, ValueError):
+    """An impossible or unsafe protocol configuration."""
