@@ -84,6 +84,6 @@ def load(directory: Path) -> ServerState:
                 raise CheckpointError(f"checkpoint format {meta.get('format')} is not {FORMAT_VERSION}")
             opt = {k: archive[f"opt_{k}"].copy() for k in meta["optimizer_keys"]}
             params = archive["params"].copy()
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"unreadable checkpoint {path}: {err}") from err
     return ServerState(meta["round"], params, opt, meta["rng_state"], meta["history"], meta["config"])

@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg import (
+    AggregationAborted,
+    Aggregator,
+    MessageError,
+    PlaintextAggregator,
+    ProtocolError,
+    RoundContext,
+    UpdateRejected,
+)
+from secagg.errors import ConfigurationError
+from secagg.plaintext import encode_update
+
+
+def ctx(clients=(0, 1, 2), dim=4, min_clients=1, round=1):
+    return RoundContext.new(round, clients, dim, min_clients)
+
+
+def test_is_an_aggregator():
+    assert isinstance(PlaintextAggregator(), Aggregator)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 50), st.data())
+def test_result_is_weighted_mean(n, dim, data):
+    c = ctx(tuple(range(n)), dim)
+    agg = PlaintextAggregator()
+    updates = [np.array(data.draw(st.lists(st.floats(-10, 10, width=32), min_size=dim, max_size=dim)),
+                        dtype=np.float32) for _ in range(n)]
+    weights = [data.draw(st.floats(0.5, 100)) for _ in range(n)]
+    server = agg.server_session(c)
+    for i in range(n):
+        server.collect(i, agg.client_session(c, i, updates[i], weights[i]).start())
+    assert server.close_stage() == {} and server.finished
+    result = server.result()
+    expected = np.average(np.stack(updates).astype(np.float64), axis=0, weights=weights)
+    np.testing.assert_allclose(result.mean, expected, rtol=1e-5, atol=1e-5)
+    assert result.total_weight == pytest.approx(sum(weights))
+    assert result.contributors == tuple(range(n))
+
+
+def test_nan_update_rejected():
+    c = ctx()
+    server = PlaintextAggregator().server_session(c)
+    bad = np.array([0, np.nan, 0, 0], dtype=np.float32)
+    with pytest.raises(UpdateRejected, match="NaN"):
+        server.collect(0, encode_update(c, 0, bad, 1.0))
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("inf"), float("nan")])
+def test_bad_weight_rejected(weight):
+    c = ctx()
+    server = PlaintextAggregator().server_session(c)
+    with pytest.raises(UpdateRejected, match="weight"):
+        server.collect(0, encode_update(c, 0, np.zeros(4, np.float32), weight))
+
+
+def test_wrong_shape_rejected_on_both_sides():
+    c = ctx()
+    with pytest.raises(UpdateRejected, match="shape"):
+        PlaintextAggregator().client_session(c, 0, np.zeros(5, np.float32), 1.0)
+    server = PlaintextAggregator().server_session(c)
+    with pytest.raises(MessageError):
+        server.collect(0, encode_update(c, 0, np.zeros(5, np.float32), 1.0))
+
+
+def test_protocol_refusals():
+    c = ctx()
+    server = PlaintextAggregator().server_session(c)
+    msg = encode_update(c, 0, np.zeros(4, np.float32), 1.0)
+    with pytest.raises(ProtocolError, match="not a participant"):
+        server.collect(9, encode_update(c, 9, np.zeros(4, np.float32), 1.0))
+    with pytest.raises(ProtocolError, match="claims sender"):
+        server.collect(1, msg)
+    server.collect(0, msg)
+    with pytest.raises(ProtocolError, match="duplicate"):
+        server.collect(0, msg)
+    other = ctx(round=2)
+    with pytest.raises(ProtocolError, match="another session"):
+        server.collect(2, encode_update(other, 2, np.zeros(4, np.float32), 1.0))
+    with pytest.raises(ProtocolError, match="before the round closed"):
+        server.result()
+
+
+def test_aborts_below_min_clients():
+    c = ctx(min_clients=2)
+    server = PlaintextAggregator().server_session(c)
+    server.collect(0, encode_update(c, 0, np.zeros(4, np.float32), 1.0))
+    server.close_stage()
+    with pytest.raises(AggregationAborted, match="min_clients=2"):
+        server.result()
+
+
+def test_client_has_one_stage():
+    c = ctx()
+    client = PlaintextAggregator().client_session(c, 0, np.zeros(4, np.float32), 1.0)
+    with pytest.raises(ProtocolError):
+        client.handle(b"")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(session=b"short"), "session"),
+        (dict(clients=(1, 1)), "distinct"),
+        (dict(dimension=0), "dimension"),
+        (dict(min_clients=0), "min_clients"),
+        (dict(clients=(2**32 - 1,)), "u32"),
+    ],
+)
+def test_round_context_validation(kwargs, match):
+    base = dict(session=bytes(16), round=0, clients=(0, 1), dimension=3, min_clients=1)
+    with pytest.raises(ConfigurationError, match=match):
+        RoundContext(**{**base, **kwargs})
