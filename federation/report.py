@@ -52,6 +52,7 @@ def plot_history(directory: Path, history: Sequence[RoundRecord]) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rounds = [h.round for h in history if h.accuracy is not None]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
@@ -61,6 +62,7 @@ def plot_history(directory: Path, history: Sequence[RoundRecord]) -> Path:
     ax_loss.set(xlabel="round", ylabel="test loss", title="Loss")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path = Path(directory) / PLOT_NAME
     fig.savefig(path, dpi=100)
