@@ -8,21 +8,20 @@ from __future__ import annotations
 import numpy as np
 
 from secagg.aggregation import RoundContext
-from secagg.errors import ProtocolError, UpdateRejected
-from secagg.wire import SERVER_ID, BodyReader, BodyWriter, Envelope, MessageKind
+from secagg.envelopes import open_envelope, seal_envelope
+from secagg.errors import UpdateRejected
+from secagg.wire import SERVER_ID, BodyReader, BodyWriter, MessageKind
 
 
 def encode_broadcast(ctx: RoundContext, params: np.ndarray) -> bytes:
     body = BodyWriter().array(np.asarray(params, dtype=np.float32)).to_bytes()
-    return Envelope(MessageKind.MODEL_BROADCAST, ctx.session, ctx.round, SERVER_ID, body).to_bytes()
+    return seal_envelope(ctx, SERVER_ID, MessageKind.MODEL_BROADCAST, body)
 
 
 def decode_broadcast(ctx: RoundContext, message: bytes) -> np.ndarray:
     """The global parameters, after checking session, round, sender, dimension and finiteness."""
-    env = Envelope.from_bytes(message, max_body=4 * ctx.dimension + 64).expect(MessageKind.MODEL_BROADCAST)
-    if env.session != ctx.session or env.round != ctx.round or env.sender != SERVER_ID:
-        raise ProtocolError("model broadcast for another session, round or sender")
-    reader = BodyReader(env.body)
+    body = open_envelope(ctx, message, MessageKind.MODEL_BROADCAST, sender=SERVER_ID, max_body=4 * ctx.dimension + 64)
+    reader = BodyReader(body)
     params = reader.array(dtype="f4", shape=(ctx.dimension,))
     reader.finish()
     if not np.isfinite(params).all():

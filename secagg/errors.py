@@ -25,3 +25,7 @@ class AggregationAborted(SecAggError, RuntimeError):
 
 class ConfigurationError(SecAggError, ValueError):
     """An impossible or unsafe protocol configuration."""
+
+
+class AuthenticationError(SecAggError, ValueError):
+    """A ciphertext or signature that does not verify. Deliberately says nothing about which check failed."""

@@ -10,24 +10,15 @@ import math
 import numpy as np
 
 from secagg.aggregation import AggregateResult, RoundContext
-from secagg.errors import AggregationAborted, MessageError, ProtocolError, UpdateRejected
-from secagg.wire import BodyReader, BodyWriter, Envelope, MessageKind
+from secagg.envelopes import open_envelope, seal_envelope
+from secagg.errors import AggregationAborted, ProtocolError, UpdateRejected
+from secagg.wire import BodyReader, BodyWriter, MessageKind
 
 
 def encode_update(ctx: RoundContext, client_id: int, update: np.ndarray, weight: float) -> bytes:
     """The ``PLAIN_UPDATE`` message of one client."""
     body = BodyWriter().array(np.asarray(update, dtype=np.float32)).f64(weight).to_bytes()
-    return Envelope(MessageKind.PLAIN_UPDATE, ctx.session, ctx.round, client_id, body).to_bytes()
-
-
-def check_envelope(ctx: RoundContext, sender: int, message: bytes, kind: MessageKind, *, max_body: int) -> Envelope:
-    """Parse ``message`` and check that it belongs to this round and really comes from ``sender``."""
-    env = Envelope.from_bytes(message, max_body=max_body).expect(kind)
-    if env.session != ctx.session or env.round != ctx.round:
-        raise ProtocolError(f"message for another session or round (round {env.round}, expected {ctx.round})")
-    if env.sender != sender:
-        raise ProtocolError(f"message claims sender {env.sender} but came from {sender}")
-    return env
+    return seal_envelope(ctx, client_id, MessageKind.PLAIN_UPDATE, body)
 
 
 def check_weight(weight: float) -> float:
@@ -70,8 +61,8 @@ class PlaintextServer:
             raise ProtocolError(f"client {sender} is not a participant of round {self._ctx.round}")
         if sender in self._contributors:
             raise ProtocolError(f"duplicate update from client {sender}")
-        env = check_envelope(self._ctx, sender, message, MessageKind.PLAIN_UPDATE, max_body=self._max_body)
-        reader = BodyReader(env.body)
+        body = open_envelope(self._ctx, message, MessageKind.PLAIN_UPDATE, sender=sender, max_body=self._max_body)
+        reader = BodyReader(body)
         update = reader.array(dtype="f4", shape=(self._ctx.dimension,))
         weight = reader.f64()
         reader.finish()

@@ -41,6 +41,15 @@ class MessageKind(enum.IntEnum):
 
     MODEL_BROADCAST = 1
     PLAIN_UPDATE = 2
+    MASK_ADVERTISE = 10
+    MASK_KEY_LIST = 11
+    MASK_SHARES = 12
+    MASK_SHARE_RELAY = 13
+    MASK_INPUT = 14
+    MASK_CONSISTENCY_REQUEST = 15
+    MASK_CONSISTENCY_SIGNATURE = 16
+    MASK_UNMASK_REQUEST = 17
+    MASK_UNMASK_SHARES = 18
 
 
 _DTYPE_CODES: dict[int, np.dtype] = {
@@ -108,8 +117,17 @@ class BodyWriter:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
 
+    def u8(self, value: int) -> BodyWriter:
+        self._parts.append(struct.pack(">B", value))
+        return self
+
     def u32(self, value: int) -> BodyWriter:
         self._parts.append(struct.pack(">I", value))
+        return self
+
+    def raw(self, value: bytes) -> BodyWriter:
+        """Bytes of a length both sides know (keys, signatures): no length prefix."""
+        self._parts.append(bytes(value))
         return self
 
     def f64(self, value: float) -> BodyWriter:
@@ -149,8 +167,21 @@ class BodyReader:
         self._pos += n
         return chunk
 
+    def u8(self) -> int:
+        return self._take(1, "u8")[0]
+
     def u32(self) -> int:
         return struct.unpack(">I", self._take(4, "u32"))[0]
+
+    def raw(self, n: int) -> bytes:
+        return bytes(self._take(n, "fixed-size field"))
+
+    def count(self, *, max_count: int) -> int:
+        """A u32 element count, refused above ``max_count``."""
+        n = self.u32()
+        if n > max_count:
+            raise MessageError(f"count {n} exceeds the limit of {max_count}")
+        return n
 
     def f64(self) -> float:
         return struct.unpack(">d", self._take(8, "f64"))[0]

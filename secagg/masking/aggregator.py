@@ -1,0 +1,48 @@
+"""The masking recipe: the :class:`~secagg.aggregation.Aggregator` users plug into the round loop."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from secagg.aggregation import RoundContext
+from secagg.encoding import FixedPointEncoder
+from secagg.masking.client import MaskingClient
+from secagg.masking.config import MaskingConfig
+from secagg.masking.server import MaskingServer
+from secagg.primitives.keys import SigningKey
+
+
+class MaskingAggregator:
+    """Pairwise-masking secure aggregation (SecAgg+ by default; ``MaskingConfig(neighbors=0)`` for SecAgg).
+
+    In-process, it also plays the public-key infrastructure of the consistency check: it enrols each client
+    with a fresh Ed25519 identity key and publishes the directory of public identity keys to everyone.
+    """
+
+    def __init__(self, config: MaskingConfig | None = None) -> None:
+        self.config = config or MaskingConfig()
+        self._identities: dict[int, SigningKey] = {}
+        self.directory: dict[int, bytes] = {}
+
+    @property
+    def stages(self) -> int:
+        return 5 if self.config.consistency_check else 4
+
+    def encoder(self, ctx: RoundContext) -> FixedPointEncoder:
+        c = self.config
+        return FixedPointEncoder(ctx.dimension, len(ctx.clients), c.clip, c.precision_bits, c.max_weight)
+
+    def client_session(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float) -> MaskingClient:
+        self._enrol(ctx.clients)
+        return MaskingClient(ctx, client_id, update, weight, self.config, self.encoder(ctx),
+                             self._identities[client_id], self.directory)
+
+    def server_session(self, ctx: RoundContext) -> MaskingServer:
+        self._enrol(ctx.clients)
+        return MaskingServer(ctx, self.config, self.encoder(ctx), self.directory)
+
+    def _enrol(self, clients: tuple[int, ...]) -> None:
+        for c in clients:
+            if c not in self._identities:
+                self._identities[c] = SigningKey.generate()
+                self.directory[c] = self._identities[c].public_bytes()

@@ -1,0 +1,215 @@
+"""The client side of pairwise-masking secure aggregation, as a sans-I/O state machine.
+
+Stages (Bonawitz et al. 2017, section 4; SecAgg+ neighbourhoods of Bell et al. 2020):
+
+0. ``start``: advertise two fresh X25519 public keys (share encryption c, masking s), signed if asked.
+1. key list: check it, derive the neighbourhood, Shamir-share s_sk and a fresh self-mask seed b among
+   the neighbours, encrypt each neighbour's shares with AES-GCM under a key agreed with it.
+2. share relay: remember the ciphertexts; the senders are the neighbours to mask with. Send
+   ``encode(x) + PRG(b) + sum_v sign(u, v) PRG(s_uv)`` (plus if u < v, minus if u > v).
+3. (consistency check only) sign the survivor list.
+4. unmask request: check the survivor list, then reveal for each neighbour either its b share (it
+   survived) or its s_sk share (it dropped), never both; then refuse every later message.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+import numpy as np
+
+from secagg.aggregation import RoundContext
+from secagg.encoding import FixedPointEncoder
+from secagg.envelopes import open_envelope, seal_envelope
+from secagg.errors import ProtocolError, SecAggError
+from secagg.masking import messages as msg
+from secagg.masking.config import MaskingConfig
+from secagg.masking.graph import graph_seed, neighbours
+from secagg.masking.messages import Advertisement, ShareKind
+from secagg.primitives import shamir
+from secagg.primitives.aead import open_sealed, seal
+from secagg.primitives.keys import AgreementKey, Purpose, SigningKey, verify_signature
+from secagg.primitives.prg import SEED_BYTES, MaskExpander
+from secagg.wire import SERVER_ID, BodyReader, BodyWriter, MessageKind
+
+
+class _State(enum.Enum):
+    NEW = 0
+    ADVERTISED = 1
+    SHARED = 2
+    MASKED = 3
+    SIGNED = 4
+    DONE = 5
+
+
+class MaskingClient:
+    def __init__(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float, config: MaskingConfig,
+                 encoder: FixedPointEncoder, identity: SigningKey | None, directory: dict[int, bytes]) -> None:
+        self.ctx, self.id, self.config, self.encoder = ctx, client_id, config, encoder
+        self.identity, self.directory = identity, directory
+        if config.consistency_check and identity is None:
+            raise ProtocolError("the consistency check needs an identity key")
+        self._encoded = encoder.encode(update, weight)
+        self._c, self._s = AgreementKey.generate(), AgreementKey.generate()
+        self._state = _State.NEW
+        self._keys: dict[int, Advertisement] = {}
+        self._neighbours: frozenset[int] = frozenset()
+        self._threshold = 0
+        self._partners: dict[int, bytes] = {}
+        self._survivors: tuple[int, ...] = ()
+
+    def start(self) -> bytes:
+        self._expect(_State.NEW)
+        c_pk, s_pk = self._c.public_bytes(), self._s.public_bytes()
+        signature = b""
+        if self.config.consistency_check:
+            signature = self.identity.sign(msg.advertisement_payload(self.ctx.session, self.ctx.round, self.id,
+                                                                     c_pk, s_pk))
+        self._state = _State.ADVERTISED
+        body = msg.write_advertise(Advertisement(self.id, c_pk, s_pk, signature))
+        return self._send(MessageKind.MASK_ADVERTISE, body)
+
+    def handle(self, message: bytes) -> bytes:
+        """Answer the server; any refusal ends this client's round, so it reveals nothing more."""
+        try:
+            return self._dispatch(message)
+        except SecAggError:
+            self._state = _State.DONE
+            self._partners = {}
+            raise
+
+    def _dispatch(self, message: bytes) -> bytes:
+        if self._state is _State.ADVERTISED:
+            return self._share_keys(message)
+        if self._state is _State.SHARED:
+            return self._masked_input(message)
+        if self._state is _State.MASKED and self.config.consistency_check:
+            return self._sign_survivors(message)
+        if self._state in (_State.MASKED, _State.SIGNED):
+            return self._unmask(message)
+        raise ProtocolError(f"client {self.id} expects no message in state {self._state.name}")
+
+    # stage 1
+    def _share_keys(self, message: bytes) -> bytes:
+        ads = msg.read_key_list(self._receive(message, MessageKind.MASK_KEY_LIST))
+        keys = {ad.client: ad for ad in ads}
+        if not set(keys) <= set(self.ctx.clients):
+            raise ProtocolError("key list names clients outside this round")
+        mine = keys.get(self.id)
+        if mine is None or (mine.c_pk, mine.s_pk) != (self._c.public_bytes(), self._s.public_bytes()):
+            raise ProtocolError("key list does not carry this client's own keys")
+        if len({ad.c_pk for ad in ads} | {ad.s_pk for ad in ads}) != 2 * len(ads):
+            raise ProtocolError("key list repeats a public key")
+        ids = sorted(keys)
+        degree = self.config.degree(len(ids))
+        self._threshold = self.config.shamir_threshold(degree)
+        self._neighbours = neighbours(ids, degree, graph_seed(
+            self.ctx.session, self.ctx.round, [(a.client, a.c_pk, a.s_pk) for a in ads]))[self.id]
+        if len(ids) < max(self.ctx.min_clients, self._threshold + 1):
+            raise ProtocolError(f"only {len(ids)} clients advertised keys: below the threshold")
+        if self.config.consistency_check:
+            for v in self._neighbours:
+                ad = keys[v]
+                verify_signature(self._identity_of(v), ad.signature,
+                                 msg.advertisement_payload(self.ctx.session, self.ctx.round, v, ad.c_pk, ad.s_pk))
+        self._keys = keys
+        self._seed = os.urandom(SEED_BYTES)
+        order = sorted(self._neighbours)
+        xs = [v + 1 for v in order]
+        key_shares = shamir.split(self._s.private_bytes(), self._threshold, xs)
+        seed_shares = shamir.split(self._seed, self._threshold, xs)
+        out = []
+        for v, ks, ss in zip(order, key_shares, seed_shares):
+            plaintext = msg.pack_share_plaintext(self.id, v, ks.to_bytes(), ss.to_bytes())
+            out.append((v, seal(self._share_key(v), plaintext, self._share_ad(self.id, v))))
+        self._state = _State.SHARED
+        return self._send(MessageKind.MASK_SHARES, msg.write_addressed(out))
+
+    # stage 2
+    def _masked_input(self, message: bytes) -> bytes:
+        relay = msg.read_addressed(self._receive(message, MessageKind.MASK_SHARE_RELAY))
+        if not set(relay) <= self._neighbours:
+            raise ProtocolError("share relay carries shares from clients that are not neighbours")
+        self._partners = relay
+        expander = MaskExpander(self.encoder.length, self.encoder.dtype)
+        masked = self._encoded
+        expander.add(self._seed, masked)
+        for v in sorted(relay):
+            seed = self._s.derive(self._keys[v].s_pk, session=self.ctx.session, round=self.ctx.round,
+                                  ids=(self.id, v), purpose=Purpose.PAIRWISE_MASK)
+            (expander.add if self.id < v else expander.subtract)(seed, masked)
+        self._state = _State.MASKED
+        body = BodyWriter().array(masked).to_bytes()
+        self._encoded = np.empty(0)
+        return self._send(MessageKind.MASK_INPUT, body)
+
+    # stage 3 (consistency check)
+    def _sign_survivors(self, message: bytes) -> bytes:
+        reader = BodyReader(self._receive(message, MessageKind.MASK_CONSISTENCY_REQUEST))
+        survivors = msg.read_ids(reader)
+        reader.finish()
+        self._check_survivors(survivors)
+        self._survivors = survivors
+        self._state = _State.SIGNED
+        signature = self.identity.sign(msg.survivors_payload(self.ctx.session, self.ctx.round, survivors))
+        return self._send(MessageKind.MASK_CONSISTENCY_SIGNATURE, signature)
+
+    # stage 4
+    def _unmask(self, message: bytes) -> bytes:
+        survivors, signatures = msg.read_unmask_request(self._receive(message, MessageKind.MASK_UNMASK_REQUEST))
+        self._check_survivors(survivors)
+        if self.config.consistency_check:
+            if survivors != self._survivors:
+                raise ProtocolError("unmask request names other survivors than the ones signed")
+            if len(signatures) < self._threshold or not set(signatures) <= set(survivors):
+                raise ProtocolError("too few consistency signatures from survivors")
+            payload = msg.survivors_payload(self.ctx.session, self.ctx.round, survivors)
+            for v, signature in signatures.items():
+                verify_signature(self._identity_of(v), signature, payload)
+        alive = set(survivors)
+        out = []
+        for v in sorted(self._partners):
+            plaintext = open_sealed(self._share_key(v), self._partners[v], self._share_ad(v, self.id))
+            key_share, seed_share = msg.unpack_share_plaintext(plaintext, v, self.id)
+            if v in alive:
+                out.append((v, ShareKind.SELF_MASK_SEED, seed_share))
+            else:
+                out.append((v, ShareKind.MASK_KEY, key_share))
+        self._state = _State.DONE
+        self._partners = {}
+        return self._send(MessageKind.MASK_UNMASK_SHARES, msg.write_unmask_shares(out))
+
+    def _check_survivors(self, survivors: tuple[int, ...]) -> None:
+        alive = set(survivors)
+        if self.id not in alive:
+            raise ProtocolError("survivor list leaves out this client")
+        if len(survivors) < max(self.ctx.min_clients, self._threshold):
+            raise ProtocolError(f"survivor list of {len(survivors)} is below the threshold")
+        if not alive <= set(self._keys):
+            raise ProtocolError("survivor list names clients that never advertised keys")
+        if (alive & self._neighbours) - set(self._partners):
+            raise ProtocolError("survivor list names neighbours whose shares were never relayed")
+
+    def _identity_of(self, client: int) -> bytes:
+        try:
+            return self.directory[client]
+        except KeyError:
+            raise ProtocolError(f"no identity key for client {client}") from None
+
+    def _share_key(self, peer: int) -> bytes:
+        return self._c.derive(self._keys[peer].c_pk, session=self.ctx.session, round=self.ctx.round,
+                              ids=(self.id, peer), purpose=Purpose.SHARE_ENCRYPTION)
+
+    def _share_ad(self, owner: int, holder: int) -> bytes:
+        return msg.share_associated_data(self.ctx.session, self.ctx.round, owner, holder)
+
+    def _expect(self, state: _State) -> None:
+        if self._state is not state:
+            raise ProtocolError(f"client {self.id} is in state {self._state.name}, not {state.name}")
+
+    def _receive(self, message: bytes, kind: MessageKind) -> bytes:
+        return open_envelope(self.ctx, message, kind, sender=SERVER_ID)
+
+    def _send(self, kind: MessageKind, body: bytes) -> bytes:
+        return seal_envelope(self.ctx, self.id, kind, body)

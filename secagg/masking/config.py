@@ -1,0 +1,58 @@
+"""Settings of pairwise-masking secure aggregation (SecAgg / SecAgg+)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from secagg.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    """How clients encode and mask their updates, and how much dropout a round survives.
+
+    ``neighbors``: the degree k of the SecAgg+ graph; ``None`` takes about 2*log2(n) (rounded up to even);
+    ``0`` (or any k >= n - 1) is the complete graph, i.e. classic SecAgg (Bonawitz et al. 2017).
+    ``threshold``: Shamir threshold t; an int is absolute, a float in (0, 1] a fraction of the
+    neighbourhood (t = floor(fraction * k) + 1, at most k). Each client's secrets can be rebuilt from any t
+    of its neighbours and not from t - 1.
+    ``consistency_check``: the active-adversary variant: advertised keys and the survivor list are signed
+    with Ed25519 identity keys and checked by every client before it reveals a share.
+    ``clip``, ``precision_bits``, ``max_weight``: the fixed-point encoding (see :mod:`secagg.encoding`).
+    """
+
+    neighbors: int | None = None
+    threshold: int | float = 0.5
+    consistency_check: bool = False
+    clip: float = 1.0
+    precision_bits: int = 20
+    max_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.neighbors is not None and self.neighbors < 0:
+            raise ConfigurationError(f"neighbors must be non-negative, got {self.neighbors}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+            raise ConfigurationError(f"threshold must be an int or a float, got {self.threshold!r}")
+        if isinstance(self.threshold, int) and self.threshold < 1:
+            raise ConfigurationError(f"an absolute threshold must be at least 1, got {self.threshold}")
+        if isinstance(self.threshold, float) and not 0.0 < self.threshold <= 1.0:
+            raise ConfigurationError(f"a threshold fraction must be in (0, 1], got {self.threshold}")
+
+    def degree(self, n: int) -> int:
+        """The number of neighbours each of ``n`` clients has."""
+        if n < 2:
+            raise ConfigurationError(f"secure aggregation needs at least 2 clients, got {n}")
+        k = self.neighbors
+        if k is None:
+            k = 2 * math.ceil(math.log2(n))
+        if k == 0 or k >= n - 1:
+            return n - 1
+        return k + (k % 2)  # Harary graphs of even degree
+
+    def shamir_threshold(self, degree: int) -> int:
+        if isinstance(self.threshold, float):
+            return min(degree, math.floor(self.threshold * degree) + 1)
+        if self.threshold > degree:
+            raise ConfigurationError(f"threshold {self.threshold} exceeds the {degree} neighbours of each client")
+        return self.threshold

@@ -1,0 +1,173 @@
+"""Bodies of the pairwise-masking messages (envelopes as in :mod:`secagg.wire`).
+
+| kind | direction | body |
+|---|---|---|
+| MASK_ADVERTISE | client -> server | c_pk[32] s_pk[32] blob signature (empty without consistency check) |
+| MASK_KEY_LIST | server -> client | u32 n, n x (u32 id, c_pk[32], s_pk[32], blob signature) |
+| MASK_SHARES | client -> server | u32 n, n x (u32 recipient, blob AES-GCM ciphertext) |
+| MASK_SHARE_RELAY | server -> client | u32 n, n x (u32 sender, blob AES-GCM ciphertext) |
+| MASK_INPUT | client -> server | array u32 or u64 [dimension + 1] masked encoding |
+| MASK_CONSISTENCY_REQUEST | server -> client | u32 n, n x u32 survivor id |
+| MASK_CONSISTENCY_SIGNATURE | client -> server | signature[64] over the survivor list |
+| MASK_UNMASK_REQUEST | server -> client | u32 n, n x u32 survivor id; u32 m, m x (u32 id, signature[64]) |
+| MASK_UNMASK_SHARES | client -> server | u32 n, n x (u32 owner, u8 kind, share[66]) |
+
+A share ciphertext decrypts to ``u32 owner, u32 holder, share of s_sk [66], share of b [66]``.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from secagg.errors import MessageError
+from secagg.primitives.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
+from secagg.primitives.shamir import ELEMENT_BYTES
+from secagg.wire import BodyReader, BodyWriter
+
+MAX_PARTIES = 1 << 20
+MAX_CIPHERTEXT = 512
+_SHARE_PLAINTEXT = struct.Struct(">II")
+
+
+class ShareKind(enum.IntEnum):
+    SELF_MASK_SEED = 0  # b_u: revealed for survivors
+    MASK_KEY = 1  # s_u secret key: revealed for clients that dropped before sending their input
+
+
+@dataclass(frozen=True)
+class Advertisement:
+    client: int
+    c_pk: bytes
+    s_pk: bytes
+    signature: bytes = b""
+
+
+def advertisement_payload(session: bytes, round: int, client: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    """What a client signs when it advertises its keys."""
+    return b"secagg/advertise/v1" + session + struct.pack(">II", round, client) + c_pk + s_pk
+
+
+def survivors_payload(session: bytes, round: int, survivors: tuple[int, ...]) -> bytes:
+    """What a client signs in the consistency check: the survivor list it was shown."""
+    return b"secagg/survivors/v1" + session + struct.pack(f">I{len(survivors)}I", round, *survivors)
+
+
+def share_associated_data(session: bytes, round: int, owner: int, holder: int) -> bytes:
+    """AES-GCM associated data of the shares ``owner`` encrypts for ``holder``."""
+    return b"secagg/shares/v1" + session + struct.pack(">III", round, owner, holder)
+
+
+def write_advertise(ad: Advertisement) -> bytes:
+    return BodyWriter().raw(ad.c_pk).raw(ad.s_pk).blob(ad.signature).to_bytes()
+
+
+def read_advertise(client: int, body: bytes) -> Advertisement:
+    r = BodyReader(body)
+    ad = Advertisement(client, r.raw(PUBLIC_KEY_BYTES), r.raw(PUBLIC_KEY_BYTES), r.blob(max_len=SIGNATURE_BYTES))
+    r.finish()
+    return ad
+
+
+def write_key_list(ads: list[Advertisement]) -> bytes:
+    w = BodyWriter().u32(len(ads))
+    for ad in ads:
+        w.u32(ad.client).raw(ad.c_pk).raw(ad.s_pk).blob(ad.signature)
+    return w.to_bytes()
+
+
+def read_key_list(body: bytes) -> list[Advertisement]:
+    r = BodyReader(body)
+    ads = [Advertisement(r.u32(), r.raw(PUBLIC_KEY_BYTES), r.raw(PUBLIC_KEY_BYTES), r.blob(max_len=SIGNATURE_BYTES))
+           for _ in range(r.count(max_count=MAX_PARTIES))]
+    r.finish()
+    ids = [ad.client for ad in ads]
+    if len(set(ids)) != len(ids):
+        raise MessageError("duplicate client id in the key list")
+    return ads
+
+
+def write_addressed(items: list[tuple[int, bytes]]) -> bytes:
+    """MASK_SHARES and MASK_SHARE_RELAY: (id, ciphertext) pairs."""
+    w = BodyWriter().u32(len(items))
+    for party, ciphertext in items:
+        w.u32(party).blob(ciphertext)
+    return w.to_bytes()
+
+
+def read_addressed(body: bytes) -> dict[int, bytes]:
+    r = BodyReader(body)
+    items = [(r.u32(), r.blob(max_len=MAX_CIPHERTEXT)) for _ in range(r.count(max_count=MAX_PARTIES))]
+    r.finish()
+    out = dict(items)
+    if len(out) != len(items):
+        raise MessageError("duplicate party in a share message")
+    return out
+
+
+def write_ids(ids: tuple[int, ...]) -> BodyWriter:
+    w = BodyWriter().u32(len(ids))
+    for i in ids:
+        w.u32(i)
+    return w
+
+
+def read_ids(r: BodyReader) -> tuple[int, ...]:
+    ids = tuple(r.u32() for _ in range(r.count(max_count=MAX_PARTIES)))
+    if len(set(ids)) != len(ids):
+        raise MessageError("duplicate id in a survivor list")
+    return ids
+
+
+def write_unmask_request(survivors: tuple[int, ...], signatures: dict[int, bytes]) -> bytes:
+    w = write_ids(survivors).u32(len(signatures))
+    for client, signature in sorted(signatures.items()):
+        w.u32(client).raw(signature)
+    return w.to_bytes()
+
+
+def read_unmask_request(body: bytes) -> tuple[tuple[int, ...], dict[int, bytes]]:
+    r = BodyReader(body)
+    survivors = read_ids(r)
+    items = [(r.u32(), r.raw(SIGNATURE_BYTES)) for _ in range(r.count(max_count=MAX_PARTIES))]
+    r.finish()
+    signatures = dict(items)
+    if len(signatures) != len(items):
+        raise MessageError("duplicate signer")
+    return survivors, signatures
+
+
+def write_unmask_shares(shares: list[tuple[int, ShareKind, bytes]]) -> bytes:
+    w = BodyWriter().u32(len(shares))
+    for owner, kind, share in shares:
+        w.u32(owner).u8(int(kind)).raw(share)
+    return w.to_bytes()
+
+
+def read_unmask_shares(body: bytes) -> dict[int, tuple[ShareKind, bytes]]:
+    r = BodyReader(body)
+    out: dict[int, tuple[ShareKind, bytes]] = {}
+    for _ in range(r.count(max_count=MAX_PARTIES)):
+        owner, kind = r.u32(), r.u8()
+        if kind not in (0, 1):
+            raise MessageError(f"unknown share kind {kind}")
+        if owner in out:
+            raise MessageError(f"two shares for client {owner}")
+        out[owner] = (ShareKind(kind), r.raw(ELEMENT_BYTES))
+    r.finish()
+    return out
+
+
+def pack_share_plaintext(owner: int, holder: int, key_share: bytes, seed_share: bytes) -> bytes:
+    return _SHARE_PLAINTEXT.pack(owner, holder) + key_share + seed_share
+
+
+def unpack_share_plaintext(data: bytes, owner: int, holder: int) -> tuple[bytes, bytes]:
+    """The (mask key share, self-mask seed share) after checking the ids inside the ciphertext."""
+    if len(data) != _SHARE_PLAINTEXT.size + 2 * ELEMENT_BYTES:
+        raise MessageError("share plaintext of the wrong length")
+    if _SHARE_PLAINTEXT.unpack_from(data) != (owner, holder):
+        raise MessageError("share addressed to another pair of clients")
+    body = data[_SHARE_PLAINTEXT.size:]
+    return body[:ELEMENT_BYTES], body[ELEMENT_BYTES:]

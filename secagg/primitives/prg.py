@@ -1,0 +1,54 @@
+"""Mask expansion: AES-256 in counter mode turns a 32-byte seed into a vector of ring words.
+
+This is the hot path of pairwise masking. Keystream is written with ``update_into`` into one preallocated
+buffer and added to (or subtracted from) an accumulator in place; unsigned NumPy arithmetic wraps modulo
+2^32 or 2^64, which is exactly the ring. Each seed is used once (keys are bound to session, round, the pair
+of ids and a purpose), so a fixed all-zero counter block is safe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from secagg.errors import ConfigurationError
+
+SEED_BYTES = 32
+_BLOCK = 16
+_ZERO_IV = bytes(_BLOCK)
+
+
+class MaskExpander:
+    """Expands seeds into ``length`` words of ``dtype`` (uint32 or uint64), reusing its buffers."""
+
+    def __init__(self, length: int, dtype: np.dtype | type = np.uint32) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.uint32), np.dtype(np.uint64)):
+            raise ConfigurationError(f"ring words must be uint32 or uint64, got {self.dtype}")
+        if length < 1:
+            raise ConfigurationError(f"mask length must be positive, got {length}")
+        self.length = length
+        nbytes = length * self.dtype.itemsize
+        self._zeros = bytes(nbytes)
+        self._out = bytearray(nbytes + _BLOCK - 1)  # update_into needs block_size - 1 spare bytes
+        self._words = np.frombuffer(self._out, dtype=self.dtype, count=length)
+
+    def expand(self, seed: bytes) -> np.ndarray:
+        """The mask of ``seed``: a view into the shared buffer, valid until the next call."""
+        if len(seed) != SEED_BYTES:
+            raise ConfigurationError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+        encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_IV)).encryptor()
+        encryptor.update_into(self._zeros, self._out)
+        return self._words
+
+    def add(self, seed: bytes, accumulator: np.ndarray) -> None:
+        np.add(accumulator, self.expand(seed), out=accumulator)
+
+    def subtract(self, seed: bytes, accumulator: np.ndarray) -> None:
+        np.subtract(accumulator, self.expand(seed), out=accumulator)
+
+    def uniform(self, seed: bytes) -> np.ndarray:
+        """``length`` floats uniform in [0, 1), a fresh array (for stochastic rounding)."""
+        out = self.expand(seed).astype(np.float64)
+        out *= 1.0 / float(2 ** (8 * self.dtype.itemsize))
+        return out
