@@ -102,12 +102,12 @@ class MaskingClient:
         if len({ad.c_pk for ad in ads} | {ad.s_pk for ad in ads}) != 2 * len(ads):
             raise ProtocolError("key list repeats a public key")
         ids = sorted(keys)
-        degree = self.config.degree(len(ids))
+        degree = self.config.degree(max(len(ids), 2))
         self._threshold = self.config.shamir_threshold(degree)
+        if len(ids) < max(self.ctx.min_clients, self._threshold + 1, 2):
+            raise ProtocolError(f"only {len(ids)} clients advertised keys: below the threshold")
         self._neighbours = neighbours(ids, degree, graph_seed(
             self.ctx.session, self.ctx.round, [(a.client, a.c_pk, a.s_pk) for a in ads]))[self.id]
-        if len(ids) < max(self.ctx.min_clients, self._threshold + 1):
-            raise ProtocolError(f"only {len(ids)} clients advertised keys: below the threshold")
         if self.config.consistency_check:
             for v in self._neighbours:
                 ad = keys[v]

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg.encoding import FixedPointEncoder
+from secagg.errors import ConfigurationError, UpdateRejected
+
+
+def wrap_sum(encodings, dtype):
+    total = np.zeros_like(encodings[0])
+    for e in encodings:
+        np.add(total, e, out=total)
+    return total.astype(dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 40), st.integers(8, 24), st.data())
+def test_decoded_weighted_mean_is_within_the_quantization_bound(n, dim, bits, data):
+    enc = FixedPointEncoder(dim, n, clip=1.0, precision_bits=bits, max_weight=10.0)
+    xs = [np.array(data.draw(st.lists(st.floats(-1, 1), min_size=dim, max_size=dim)), dtype=np.float32)
+          for _ in range(n)]
+    ws = [data.draw(st.floats(0.5, 10.0)) for _ in range(n)]
+    mean, weight = enc.decode(wrap_sum([enc.encode(x, w) for x, w in zip(xs, ws)], enc.dtype), n)
+    expected = np.average(np.stack(xs).astype(np.float64), axis=0, weights=ws)
+    alpha_sum = sum(ws) / 10.0
+    # each client's coordinate and weight element are off by less than one step before division
+    bound = n * enc.step / alpha_sum * (1 + 2 * np.abs(expected).max()) + 1e-6
+    assert np.abs(mean - expected).max() <= bound
+    assert weight == pytest.approx(sum(ws), abs=n * 10.0 / enc.levels + 1e-9)
+
+
+def test_stochastic_rounding_is_unbiased():
+    enc = FixedPointEncoder(20000, 1, clip=1.0, precision_bits=4)
+    x = np.full(20000, 0.3, dtype=np.float32)  # not a multiple of the step
+    q = enc.encode(x, 1.0)[:-1].astype(np.float64)
+    decoded = q.mean() / enc.scale - enc.clip
+    assert abs(decoded - 0.3) < 0.01 * enc.step * 10
+    assert len(np.unique(q)) == 2  # both neighbouring levels occur
+
+
+def test_values_are_clipped():
+    enc = FixedPointEncoder(2, 1, clip=0.5)
+    mean, _ = enc.decode(enc.encode(np.array([3.0, -3.0], np.float32), 1.0), 1)
+    np.testing.assert_allclose(mean, [0.5, -0.5], atol=2 * enc.step)
+
+
+def test_ring_word_follows_clients_and_precision():
+    assert FixedPointEncoder(10, 1000, precision_bits=20).dtype == np.uint32  # 30 bits
+    assert FixedPointEncoder(10, 5000, precision_bits=20).dtype == np.uint64  # 33 bits
+    with pytest.raises(ConfigurationError, match="wrap"):
+        FixedPointEncoder(10, 2**20, precision_bits=52)
+
+
+def test_a_sum_at_the_largest_values_does_not_wrap():
+    n = 1 << 12
+    enc = FixedPointEncoder(1, n, clip=1.0, precision_bits=20)  # exactly 32 bits
+    one = enc.encode(np.array([1.0], np.float32), 1.0)
+    total = (one.astype(np.uint64) * n).astype(enc.dtype)
+    mean, weight = enc.decode(total, n)
+    assert mean[0] == pytest.approx(1.0, abs=1e-5) and weight == pytest.approx(n)
+
+
+@pytest.mark.parametrize("update, weight, match", [
+    (np.array([np.nan, 0.0]), 1.0, "NaN"),
+    (np.array([np.inf, 0.0]), 1.0, "NaN"),
+    (np.zeros(3), 1.0, "shape"),
+    (np.zeros(2), 0.0, "weight"),
+    (np.zeros(2), 2.0, "weight"),
+])
+def test_bad_updates_are_rejected(update, weight, match):
+    with pytest.raises(UpdateRejected, match=match):
+        FixedPointEncoder(2, 3).encode(update, weight)
+
+
+@pytest.mark.parametrize("kwargs", [dict(clip=0.0), dict(clip=float("inf")), dict(precision_bits=0),
+                                    dict(max_weight=-1.0), dict(dimension=0)])
+def test_bad_configurations(kwargs):
+    with pytest.raises(ConfigurationError):
+        FixedPointEncoder(**{**dict(dimension=2, max_clients=3), **kwargs})
