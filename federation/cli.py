@@ -12,13 +12,15 @@ from typing import Sequence
 
 from dp.errors import DPError
 from federation.data import DatasetName
-from federation.errors import FederationError
+from federation.bench.runner import BenchMode
+from federation.errors import ConfigError, FederationError
 from federation.experiment import DPMode, ExperimentConfig, SecureMode, build_federation
 from federation.partition import PartitionScheme
 from federation.report import plot_history, results_document, summary_table, write_results
 from federation.server import RoundRecord
 from federation.strategy import Strategy, StrategyName
 from secagg.errors import SecAggError
+from secagg.masking import MaskingConfig
 
 log = logging.getLogger("secagg")
 
@@ -27,7 +29,7 @@ def _choices(kind: type[enum.Enum]) -> list[str]:
     return [m.value for m in kind]
 
 
-def _clients_per_round(text: str) -> int | float:
+def _count_or_fraction(text: str) -> int | float:
     """An integer count, or a fraction written with a decimal point (``0.5``)."""
     try:
         return float(text) if "." in text else int(text)
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = ExperimentConfig()
     run.add_argument("--dataset", choices=_choices(DatasetName), default=d.dataset.value)
     run.add_argument("--clients", type=int, default=d.clients, help="number of clients")
-    run.add_argument("--clients-per-round", type=_clients_per_round, default=None,
+    run.add_argument("--clients-per-round", type=_count_or_fraction, default=None,
                      help="count (e.g. 5) or fraction (e.g. 0.5) sampled each round; default all")
     run.add_argument("--rounds", type=int, default=d.rounds)
     run.add_argument("--local-epochs", type=int, default=d.local_epochs)
@@ -55,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--server-lr", type=float, default=None, help="server learning rate; default per strategy")
     run.add_argument("--mu", type=float, default=Strategy().proximal_mu, help="FedProx proximal term")
     run.add_argument("--secure", choices=_choices(SecureMode), default=SecureMode.NONE.value)
+    masking = MaskingConfig()
+    run.add_argument("--neighbors", type=int, default=masking.neighbors,
+                     help="--secure mask: SecAgg+ graph degree; default ~2 log2(n); 0 = complete graph (SecAgg)")
+    run.add_argument("--threshold", type=_count_or_fraction, default=masking.threshold,
+                     help="--secure mask: Shamir threshold, a count (3) or a fraction of the neighbours (0.5)")
+    run.add_argument("--consistency-check", action="store_true",
+                     help="--secure mask: Ed25519-signed keys and survivor lists (active-adversary variant)")
+    run.add_argument("--clip", type=float, default=masking.clip,
+                     help="--secure mask: each update coordinate is clipped to [-clip, clip] before encoding")
+    run.add_argument("--precision-bits", type=int, default=masking.precision_bits,
+                     help="--secure mask: fixed-point levels per coordinate, as bits")
     run.add_argument("--dp", choices=_choices(DPMode), default=DPMode.NONE.value)
     run.add_argument("--dropout", type=float, default=d.dropout, help="fraction of sampled clients dropping per round")
     run.add_argument("--min-clients", type=int, default=d.min_clients, help="fewest contributions to release a round")
@@ -62,7 +75,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory")
     run.add_argument("--resume", action="store_true", help="continue from the last complete round in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
+
+    bench = commands.add_parser("bench", help="measure the overhead of each protection mode",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_argument("--modes", type=_list(BenchMode), default="none,mask")
+    bench.add_argument("--params", type=_list(_size), default="1e5", help="update sizes, e.g. 1e5,1e6")
+    bench.add_argument("--clients", type=_list(int), default="10,100")
+    bench.add_argument("--dropout", type=_list(float), default="0,0.1")
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", type=Path, default=Path("runs/bench"))
+    bench.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _size(text: str) -> int:
+    value = float(text)
+    if value != int(value):
+        raise ValueError(text)
+    return int(value)
+
+
+def _list(parse):
+    """A comma-separated list of values for ``parse`` (an enum or a converter)."""
+
+    def convert(text: str) -> list:
+        try:
+            return [parse(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid list {text!r}") from None
+
+    return convert
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -72,7 +115,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         rounds=args.rounds, local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
         partition=PartitionScheme(args.partition), alpha=args.alpha, strategy=strategy,
         secure=SecureMode(args.secure), dp=DPMode(args.dp), dropout=args.dropout, min_clients=args.min_clients,
-        seed=args.seed)
+        seed=args.seed, masking=MaskingConfig(neighbors=args.neighbors, threshold=args.threshold,
+                                              consistency_check=args.consistency_check, clip=args.clip,
+                                              precision_bits=args.precision_bits))
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -106,12 +151,40 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from federation.bench import report
+    from federation.bench.runner import BenchCase, run_case
+
+    if args.repeat < 1:
+        raise ConfigError(f"repeat must be at least 1, got {args.repeat}")
+    cases = [BenchCase(m, p, c, d) for m in args.modes for p in args.params for c in args.clients
+             for d in args.dropout]
+    command = "secagg bench " + " ".join(sys.argv[2:]) if argv_is_cli() else "secagg bench"
+    rows: list[dict] = []
+    try:
+        for case in tqdm(cases, desc="bench", unit="config", disable=args.quiet, file=sys.stderr):
+            rows.append(run_case(case, repeat=args.repeat, seed=args.seed))
+            report.write(args.out, rows, command)
+    except KeyboardInterrupt:
+        print(f"secagg: interrupted; {len(rows)} finished configurations kept in {args.out}", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(report.markdown(rows, command))
+    return 0
+
+
+def argv_is_cli() -> bool:
+    return len(sys.argv) > 1 and sys.argv[1] == "bench"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return run_command(args)
+        return bench_command(args) if args.command == "bench" else run_command(args)
     except (FederationError, SecAggError, DPError) as err:
         print(f"secagg: error: {err}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from federation.partition import PartitionScheme, partition_dataset
 from federation.server import Federation, FederationConfig
 from federation.strategy import Strategy
 from secagg.aggregation import Aggregator
+from secagg.masking import MaskingAggregator, MaskingConfig
 from secagg.plaintext import PlaintextAggregator
 
 
@@ -24,6 +25,7 @@ class SecureMode(enum.Enum):
     """How client updates are hidden from the server."""
 
     NONE = "none"
+    MASK = "mask"
 
 
 class DPMode(enum.Enum):
@@ -50,6 +52,7 @@ class ExperimentConfig:
     min_clients: int = 1
     seed: int = 0
     hidden: int = 64
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
 
     def __post_init__(self) -> None:
         if self.clients < 1:
@@ -76,13 +79,16 @@ class ExperimentConfig:
             if isinstance(value, enum.Enum):
                 d[key] = value.value
         d["strategy"] = {**asdict(self.strategy), "name": self.strategy.name.value}
+        if self.secure is not SecureMode.MASK:
+            d.pop("masking")
         return d
 
 
-def make_aggregator(config: ExperimentConfig) -> Aggregator:
-    if config.secure is SecureMode.NONE:
-        return PlaintextAggregator()
-    raise ConfigError(f"secure mode {config.secure.value!r} is not available")  # pragma: no cover
+def make_aggregator(config: ExperimentConfig, max_weight: float) -> Aggregator:
+    """The protection mode; ``max_weight`` is the public bound on a client's weight (its example count)."""
+    if config.secure is SecureMode.MASK:
+        return MaskingAggregator(replace(config.masking, max_weight=max_weight))
+    return PlaintextAggregator()
 
 
 def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = None) -> Federation:
@@ -93,10 +99,10 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     run_info = config.describe()
     run_info.pop("rounds")
-    federation = Federation(model, test_data=data.test, aggregator=make_aggregator(config),
-                            checkpoint_dir=checkpoint_dir, run_info={"experiment": run_info},
-                            config=config.federation_config())
     shards = partition_dataset(data.train, config.clients, config.partition, alpha=config.alpha, seed=config.seed)
+    aggregator = make_aggregator(config, max_weight=float(max(len(s) for s in shards)))
+    federation = Federation(model, test_data=data.test, aggregator=aggregator, checkpoint_dir=checkpoint_dir,
+                            run_info={"experiment": run_info}, config=config.federation_config())
     for shard in shards:
         federation.add_client(DataLoader(shard, batch_size=config.batch_size, shuffle=True), optimizer)
     return federation

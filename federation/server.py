@@ -218,7 +218,8 @@ class Federation:
         sampled = tuple(int(c) for c in np.sort(rng.choice(len(self.clients), sample_size, replace=False)))
         n_drop = int(round(cfg.dropout * sample_size))
         dropping = rng.choice(sampled, n_drop, replace=False) if n_drop else []
-        drop_stage = {int(c): int(rng.integers(0, self.aggregator.stages)) for c in dropping}
+        # one uniform draw per dropout whatever the protocol, so every mode samples the same clients
+        drop_stage = {int(c): int(rng.random() * self.aggregator.stages) for c in dropping}
         ctx = RoundContext.new(r, sampled, params.size, cfg.min_clients)
         seeds = {c: derive_seed(cfg.seed, r, c) for c in sampled}
         outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, self.aggregator)

@@ -33,6 +33,7 @@ SERVER_ID = 0xFFFFFFFF
 DEFAULT_MAX_BODY = 1 << 30  # 1 GiB
 
 _HEADER = struct.Struct(">4sBB16sIII")
+_COPY_LIMIT = 1 << 16  # larger bodies are read-only views of the message, not copies
 HEADER_BYTES = _HEADER.size
 
 
@@ -66,13 +67,13 @@ _MAX_NDIM = 8
 
 @dataclass(frozen=True)
 class Envelope:
-    """A parsed message header with its body still as bytes."""
+    """A parsed message header with its body still as bytes (a read-only view for large bodies)."""
 
     kind: MessageKind
     session: bytes
     round: int
     sender: int
-    body: bytes
+    body: bytes | memoryview
 
     def to_bytes(self) -> bytes:
         if len(self.session) != SESSION_BYTES:
@@ -86,7 +87,6 @@ class Envelope:
     def from_bytes(cls, data: bytes, *, max_body: int = DEFAULT_MAX_BODY) -> Envelope:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise MessageError(f"message must be bytes, got {type(data).__name__}")
-        data = bytes(data)
         if len(data) < HEADER_BYTES:
             raise MessageError(f"message of {len(data)} bytes is shorter than the {HEADER_BYTES}-byte header")
         magic, version, kind, session, round_, sender, length = _HEADER.unpack_from(data)
@@ -102,7 +102,8 @@ class Envelope:
             raise MessageError(f"body of {length} bytes exceeds the limit of {max_body}")
         if len(data) != HEADER_BYTES + length:
             raise MessageError(f"body length field says {length} bytes but {len(data) - HEADER_BYTES} follow")
-        return cls(kind, session, round_, sender, data[HEADER_BYTES:])
+        return cls(kind, session, round_, sender, bytes(data[HEADER_BYTES:]) if length <= _COPY_LIMIT
+                   else memoryview(data)[HEADER_BYTES:].toreadonly())
 
     def expect(self, kind: MessageKind) -> Envelope:
         """Return self if it is of ``kind``, else raise :class:`MessageError`."""
@@ -192,8 +193,9 @@ class BodyReader:
             raise MessageError(f"field of {n} bytes exceeds the limit of {max_len}")
         return bytes(self._take(n, "blob"))
 
-    def array(self, *, dtype: np.dtype | str, shape: tuple[int, ...]) -> np.ndarray:
-        """Read an array that must have exactly ``dtype`` and ``shape``; returns a writable copy."""
+    def array(self, *, dtype: np.dtype | str, shape: tuple[int, ...], copy: bool = True) -> np.ndarray:
+        """Read an array that must have exactly ``dtype`` and ``shape``: a writable copy, or with
+        ``copy=False`` a read-only view of the message bytes."""
         code, ndim = struct.unpack(">BB", self._take(2, "array header"))
         got = _DTYPE_CODES.get(code)
         if got is None:
@@ -208,7 +210,8 @@ class BodyReader:
             raise MessageError(f"expected shape {tuple(shape)}, got {tuple(got_shape)}")
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         raw = self._take(count * got.itemsize, "array data")
-        return np.frombuffer(raw, dtype=got).reshape(shape).copy()
+        view = np.frombuffer(raw, dtype=got).reshape(shape)
+        return view.copy() if copy else view
 
     def finish(self) -> None:
         """Raise :class:`MessageError` if bytes remain unread."""

@@ -25,7 +25,7 @@ from secagg.envelopes import open_envelope, seal_envelope
 from secagg.errors import ProtocolError, SecAggError
 from secagg.masking import messages as msg
 from secagg.masking.config import MaskingConfig
-from secagg.masking.graph import graph_seed, neighbours
+from secagg.masking.graph import graph_seed, neighbours_of
 from secagg.masking.messages import Advertisement, ShareKind
 from secagg.primitives import shamir
 from secagg.primitives.aead import open_sealed, seal
@@ -54,9 +54,12 @@ class MaskingClient:
         self._c, self._s = AgreementKey.generate(), AgreementKey.generate()
         self._state = _State.NEW
         self._keys: dict[int, Advertisement] = {}
+        self._advertised: frozenset[int] = frozenset()
         self._neighbours: frozenset[int] = frozenset()
         self._threshold = 0
         self._partners: dict[int, bytes] = {}
+        self._pair_seeds: dict[int, bytes] = {}
+        self._aead_keys: dict[int, bytes] = {}
         self._survivors: tuple[int, ...] = ()
 
     def start(self) -> bytes:
@@ -76,7 +79,7 @@ class MaskingClient:
             return self._dispatch(message)
         except SecAggError:
             self._state = _State.DONE
-            self._partners = {}
+            self._partners, self._pair_seeds, self._aead_keys = {}, {}, {}
             raise
 
     def _dispatch(self, message: bytes) -> bytes:
@@ -92,28 +95,30 @@ class MaskingClient:
 
     # stage 1
     def _share_keys(self, message: bytes) -> bytes:
-        ads = msg.read_key_list(self._receive(message, MessageKind.MASK_KEY_LIST))
-        keys = {ad.client: ad for ad in ads}
-        if not set(keys) <= set(self.ctx.clients):
+        keys = msg.KeyList(self._receive(message, MessageKind.MASK_KEY_LIST))
+        if not set(keys.ids) <= set(self.ctx.clients):
             raise ProtocolError("key list names clients outside this round")
-        mine = keys.get(self.id)
-        if mine is None or (mine.c_pk, mine.s_pk) != (self._c.public_bytes(), self._s.public_bytes()):
+        if self.id not in keys or (keys[self.id].c_pk, keys[self.id].s_pk) != (self._c.public_bytes(),
+                                                                               self._s.public_bytes()):
             raise ProtocolError("key list does not carry this client's own keys")
-        if len({ad.c_pk for ad in ads} | {ad.s_pk for ad in ads}) != 2 * len(ads):
+        if len(set(keys.public_keys())) != 2 * len(keys):
             raise ProtocolError("key list repeats a public key")
-        ids = sorted(keys)
-        degree = self.config.degree(max(len(ids), 2))
+        degree = self.config.degree(max(len(keys), 2))
         self._threshold = self.config.shamir_threshold(degree)
-        if len(ids) < max(self.ctx.min_clients, self._threshold + 1, 2):
-            raise ProtocolError(f"only {len(ids)} clients advertised keys: below the threshold")
-        self._neighbours = neighbours(ids, degree, graph_seed(
-            self.ctx.session, self.ctx.round, [(a.client, a.c_pk, a.s_pk) for a in ads]))[self.id]
+        if len(keys) < max(self.ctx.min_clients, self._threshold + 1, 2):
+            raise ProtocolError(f"only {len(keys)} clients advertised keys: below the threshold")
+        self._neighbours = neighbours_of(self.id, keys.ids, degree,
+                                         graph_seed(self.ctx.session, self.ctx.round, keys.body))
+        self._keys = {v: keys[v] for v in self._neighbours}
         if self.config.consistency_check:
-            for v in self._neighbours:
-                ad = keys[v]
+            for v, ad in self._keys.items():
                 verify_signature(self._identity_of(v), ad.signature,
                                  msg.advertisement_payload(self.ctx.session, self.ctx.round, v, ad.c_pk, ad.s_pk))
-        self._keys = keys
+        self._advertised = frozenset(keys.ids)
+        keys = self._keys
+        # pairwise seeds are agreed now, off the masking step's critical path
+        self._pair_seeds = {v: self._agree(self._s, keys[v].s_pk, v, Purpose.PAIRWISE_MASK) for v in self._neighbours}
+        self._aead_keys = {v: self._agree(self._c, keys[v].c_pk, v, Purpose.SHARE_ENCRYPTION) for v in self._neighbours}
         self._seed = os.urandom(SEED_BYTES)
         order = sorted(self._neighbours)
         xs = [v + 1 for v in order]
@@ -121,8 +126,8 @@ class MaskingClient:
         seed_shares = shamir.split(self._seed, self._threshold, xs)
         out = []
         for v, ks, ss in zip(order, key_shares, seed_shares):
-            plaintext = msg.pack_share_plaintext(self.id, v, ks.to_bytes(), ss.to_bytes())
-            out.append((v, seal(self._share_key(v), plaintext, self._share_ad(self.id, v))))
+            plaintext = msg.pack_share_plaintext(self.id, v, ks.data, ss.data)
+            out.append((v, seal(self._aead_keys[v], plaintext, self._share_ad(self.id, v))))
         self._state = _State.SHARED
         return self._send(MessageKind.MASK_SHARES, msg.write_addressed(out))
 
@@ -136,10 +141,9 @@ class MaskingClient:
         masked = self._encoded
         expander.add(self._seed, masked)
         for v in sorted(relay):
-            seed = self._s.derive(self._keys[v].s_pk, session=self.ctx.session, round=self.ctx.round,
-                                  ids=(self.id, v), purpose=Purpose.PAIRWISE_MASK)
-            (expander.add if self.id < v else expander.subtract)(seed, masked)
+            (expander.add if self.id < v else expander.subtract)(self._pair_seeds[v], masked)
         self._state = _State.MASKED
+        self._pair_seeds = {}
         body = BodyWriter().array(masked).to_bytes()
         self._encoded = np.empty(0)
         return self._send(MessageKind.MASK_INPUT, body)
@@ -170,14 +174,14 @@ class MaskingClient:
         alive = set(survivors)
         out = []
         for v in sorted(self._partners):
-            plaintext = open_sealed(self._share_key(v), self._partners[v], self._share_ad(v, self.id))
+            plaintext = open_sealed(self._aead_keys[v], self._partners[v], self._share_ad(v, self.id))
             key_share, seed_share = msg.unpack_share_plaintext(plaintext, v, self.id)
             if v in alive:
                 out.append((v, ShareKind.SELF_MASK_SEED, seed_share))
             else:
                 out.append((v, ShareKind.MASK_KEY, key_share))
         self._state = _State.DONE
-        self._partners = {}
+        self._partners, self._aead_keys = {}, {}
         return self._send(MessageKind.MASK_UNMASK_SHARES, msg.write_unmask_shares(out))
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
@@ -186,7 +190,7 @@ class MaskingClient:
             raise ProtocolError("survivor list leaves out this client")
         if len(survivors) < max(self.ctx.min_clients, self._threshold):
             raise ProtocolError(f"survivor list of {len(survivors)} is below the threshold")
-        if not alive <= set(self._keys):
+        if not alive <= self._advertised:
             raise ProtocolError("survivor list names clients that never advertised keys")
         if (alive & self._neighbours) - set(self._partners):
             raise ProtocolError("survivor list names neighbours whose shares were never relayed")
@@ -197,9 +201,9 @@ class MaskingClient:
         except KeyError:
             raise ProtocolError(f"no identity key for client {client}") from None
 
-    def _share_key(self, peer: int) -> bytes:
-        return self._c.derive(self._keys[peer].c_pk, session=self.ctx.session, round=self.ctx.round,
-                              ids=(self.id, peer), purpose=Purpose.SHARE_ENCRYPTION)
+    def _agree(self, key: AgreementKey, peer_public: bytes, peer: int, purpose: Purpose) -> bytes:
+        return key.derive(peer_public, session=self.ctx.session, round=self.ctx.round, ids=(self.id, peer),
+                          purpose=purpose)
 
     def _share_ad(self, owner: int, holder: int) -> bytes:
         return msg.share_associated_data(self.ctx.session, self.ctx.round, owner, holder)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Iterable
-
 import numpy as np
 
 from secagg.primitives.prg import MaskExpander
@@ -19,28 +17,16 @@ from secagg.primitives.prg import MaskExpander
 _LABEL = b"secagg/graph-seed/v1"
 
 
-def graph_seed(session: bytes, round: int, advertised: Iterable[tuple[int, bytes, bytes]]) -> bytes:
-    """SHA-256 over the context and every ``(id, encryption key, mask key)`` in increasing id order."""
-    h = hashlib.sha256(_LABEL + session + struct.pack(">I", round))
-    for client, c_pk, s_pk in sorted(advertised):
-        h.update(struct.pack(">I", client) + c_pk + s_pk)
-    return h.digest()
+def graph_seed(session: bytes, round: int, key_list: bytes) -> bytes:
+    """SHA-256 over the context and the key list exactly as broadcast (every id and public key, in id order)."""
+    return hashlib.sha256(_LABEL + session + struct.pack(">I", round) + key_list).digest()
 
 
 def permutation(ids: list[int], seed: bytes) -> list[int]:
-    """A uniformly random ordering of ``ids`` (Fisher-Yates on an AES-CTR stream, with rejection)."""
-    order = sorted(ids)
-    n = len(order)
-    words = iter(MaskExpander(max(4 * n, 8), np.uint64).expand(seed).tolist())
-    for i in range(n - 1, 0, -1):
-        bound = i + 1
-        limit = (1 << 64) - ((1 << 64) % bound)
-        w = next(words)
-        while w >= limit:
-            w = next(words)
-        j = w % bound
-        order[i], order[j] = order[j], order[i]
-    return order
+    """A uniformly random ordering of ``ids``: sorted by 64-bit AES-CTR keys (ties, ~n^2/2^65 likely, by id)."""
+    order = np.array(sorted(ids), dtype=np.int64)
+    keys = MaskExpander(len(order), np.uint64).expand(seed)
+    return order[np.lexsort((order, keys))].tolist()
 
 
 def neighbours(ids: list[int], degree: int, seed: bytes) -> dict[int, frozenset[int]]:
@@ -50,5 +36,17 @@ def neighbours(ids: list[int], degree: int, seed: bytes) -> dict[int, frozenset[
         everyone = frozenset(ids)
         return {u: everyone - {u} for u in ids}
     order = permutation(ids, seed)
-    half = degree // 2
-    return {u: frozenset(order[(pos + d) % n] for d in range(-half, half + 1) if d) for pos, u in enumerate(order)}
+    return {u: _ring_neighbours(order, pos, degree) for pos, u in enumerate(order)}
+
+
+def neighbours_of(client: int, ids: list[int], degree: int, seed: bytes) -> frozenset[int]:
+    """``neighbours(ids, degree, seed)[client]`` without building the rest of the graph."""
+    if degree >= len(ids) - 1:
+        return frozenset(ids) - {client}
+    order = permutation(ids, seed)
+    return _ring_neighbours(order, order.index(client), degree)
+
+
+def _ring_neighbours(order: list[int], pos: int, degree: int) -> frozenset[int]:
+    n, half = len(order), degree // 2
+    return frozenset(order[(pos + d) % n] for d in range(-half, half + 1) if d)

@@ -3,16 +3,16 @@
 | kind | direction | body |
 |---|---|---|
 | MASK_ADVERTISE | client -> server | c_pk[32] s_pk[32] blob signature (empty without consistency check) |
-| MASK_KEY_LIST | server -> client | u32 n, n x (u32 id, c_pk[32], s_pk[32], blob signature) |
+| MASK_KEY_LIST | server -> client | u32 n, u8 signed, n x (u32 id, c_pk[32], s_pk[32], signature[64] if signed) |
 | MASK_SHARES | client -> server | u32 n, n x (u32 recipient, blob AES-GCM ciphertext) |
 | MASK_SHARE_RELAY | server -> client | u32 n, n x (u32 sender, blob AES-GCM ciphertext) |
 | MASK_INPUT | client -> server | array u32 or u64 [dimension + 1] masked encoding |
 | MASK_CONSISTENCY_REQUEST | server -> client | u32 n, n x u32 survivor id |
 | MASK_CONSISTENCY_SIGNATURE | client -> server | signature[64] over the survivor list |
 | MASK_UNMASK_REQUEST | server -> client | u32 n, n x u32 survivor id; u32 m, m x (u32 id, signature[64]) |
-| MASK_UNMASK_SHARES | client -> server | u32 n, n x (u32 owner, u8 kind, share[66]) |
+| MASK_UNMASK_SHARES | client -> server | u32 n, n x (u32 owner, u8 kind, share[36]) |
 
-A share ciphertext decrypts to ``u32 owner, u32 holder, share of s_sk [66], share of b [66]``.
+A share ciphertext decrypts to ``u32 owner, u32 holder, share of s_sk [36], share of b [36]``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import enum
 import struct
 from dataclasses import dataclass
 
+import numpy as np
+
 from secagg.errors import MessageError
 from secagg.primitives.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
-from secagg.primitives.shamir import ELEMENT_BYTES
+from secagg.primitives.shamir import SHARE_BYTES
 from secagg.wire import BodyReader, BodyWriter
 
 MAX_PARTIES = 1 << 20
@@ -71,21 +73,50 @@ def read_advertise(client: int, body: bytes) -> Advertisement:
 
 
 def write_key_list(ads: list[Advertisement]) -> bytes:
-    w = BodyWriter().u32(len(ads))
-    for ad in ads:
-        w.u32(ad.client).raw(ad.c_pk).raw(ad.s_pk).blob(ad.signature)
+    """The key list in increasing id order (the order is part of the format)."""
+    signed = any(ad.signature for ad in ads)
+    w = BodyWriter().u32(len(ads)).u8(int(signed))
+    for ad in sorted(ads, key=lambda a: a.client):
+        w.u32(ad.client).raw(ad.c_pk).raw(ad.s_pk)
+        if signed:
+            if len(ad.signature) != SIGNATURE_BYTES:
+                raise MessageError(f"client {ad.client} has no signature in a signed key list")
+            w.raw(ad.signature)
     return w.to_bytes()
 
 
-def read_key_list(body: bytes) -> list[Advertisement]:
-    r = BodyReader(body)
-    ads = [Advertisement(r.u32(), r.raw(PUBLIC_KEY_BYTES), r.raw(PUBLIC_KEY_BYTES), r.blob(max_len=SIGNATURE_BYTES))
-           for _ in range(r.count(max_count=MAX_PARTIES))]
-    r.finish()
-    ids = [ad.client for ad in ads]
-    if len(set(ids)) != len(ids):
-        raise MessageError("duplicate client id in the key list")
-    return ads
+class KeyList:
+    """A parsed key list: fixed-size entries read as one NumPy record array, objects made only on demand."""
+
+    def __init__(self, body: bytes) -> None:
+        r = BodyReader(body)
+        n, signed = r.count(max_count=MAX_PARTIES), r.u8()
+        if signed not in (0, 1):
+            raise MessageError(f"bad signature flag {signed}")
+        fields = [("id", ">u4"), ("c", f"V{PUBLIC_KEY_BYTES}"), ("s", f"V{PUBLIC_KEY_BYTES}")]
+        dtype = np.dtype(fields + [("sig", f"V{SIGNATURE_BYTES}")] if signed else fields)
+        self._entries = np.frombuffer(r.raw(n * dtype.itemsize), dtype=dtype)
+        r.finish()
+        self.body = bytes(body)
+        ids = self._entries["id"]
+        if (np.diff(ids.astype(np.int64)) <= 0).any():
+            raise MessageError("key list ids are not strictly increasing")
+        self.ids: list[int] = ids.tolist()
+        self._index = {client: i for i, client in enumerate(self.ids)}
+        self.signed = bool(signed)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, client: int) -> bool:
+        return client in self._index
+
+    def __getitem__(self, client: int) -> Advertisement:
+        e = self._entries[self._index[client]]
+        return Advertisement(client, e["c"].tobytes(), e["s"].tobytes(), e["sig"].tobytes() if self.signed else b"")
+
+    def public_keys(self) -> list[bytes]:
+        return self._entries["c"].tolist() + self._entries["s"].tolist()
 
 
 def write_addressed(items: list[tuple[int, bytes]]) -> bytes:
@@ -154,7 +185,7 @@ def read_unmask_shares(body: bytes) -> dict[int, tuple[ShareKind, bytes]]:
             raise MessageError(f"unknown share kind {kind}")
         if owner in out:
             raise MessageError(f"two shares for client {owner}")
-        out[owner] = (ShareKind(kind), r.raw(ELEMENT_BYTES))
+        out[owner] = (ShareKind(kind), r.raw(SHARE_BYTES))
     r.finish()
     return out
 
@@ -165,9 +196,9 @@ def pack_share_plaintext(owner: int, holder: int, key_share: bytes, seed_share: 
 
 def unpack_share_plaintext(data: bytes, owner: int, holder: int) -> tuple[bytes, bytes]:
     """The (mask key share, self-mask seed share) after checking the ids inside the ciphertext."""
-    if len(data) != _SHARE_PLAINTEXT.size + 2 * ELEMENT_BYTES:
+    if len(data) != _SHARE_PLAINTEXT.size + 2 * SHARE_BYTES:
         raise MessageError("share plaintext of the wrong length")
     if _SHARE_PLAINTEXT.unpack_from(data) != (owner, holder):
         raise MessageError("share addressed to another pair of clients")
     body = data[_SHARE_PLAINTEXT.size:]
-    return body[:ELEMENT_BYTES], body[ELEMENT_BYTES:]
+    return body[:SHARE_BYTES], body[SHARE_BYTES:]

@@ -25,7 +25,7 @@ from secagg.masking.graph import graph_seed, neighbours
 from secagg.masking.messages import Advertisement, ShareKind
 from secagg.primitives import shamir
 from secagg.primitives.keys import AgreementKey, Purpose, verify_signature
-from secagg.primitives.prg import SEED_BYTES, MaskExpander
+from secagg.primitives.prg import MaskExpander
 from secagg.wire import SERVER_ID, BodyReader, MessageKind
 
 
@@ -105,7 +105,7 @@ class MaskingServer:
             return shares
         if self._stage is _Stage.INPUT:
             reader = BodyReader(body)
-            words = reader.array(dtype=self.encoder.dtype, shape=(self.encoder.length,))
+            words = reader.array(dtype=self.encoder.dtype, shape=(self.encoder.length,), copy=False)
             reader.finish()
             return words
         if self._stage is _Stage.CONSISTENCY:
@@ -139,11 +139,10 @@ class MaskingServer:
         degree = self.config.degree(max(len(ids), 2))
         self._threshold = self.config.shamir_threshold(degree)
         self._require(len(ids), max(self._threshold + 1, 2), "advertised keys")
-        seed = graph_seed(self.ctx.session, self.ctx.round, [(a.client, a.c_pk, a.s_pk) for a in self._keys.values()])
-        self._graph = neighbours(ids, degree, seed)
+        body = msg.write_key_list(list(self._keys.values()))
+        self._graph = neighbours(ids, degree, graph_seed(self.ctx.session, self.ctx.round, body))
         self._details.update(advertised=len(ids), degree=degree, threshold=self._threshold)
         self._stage = _Stage.SHARES
-        body = msg.write_key_list(list(self._keys.values()))
         return {u: seal_envelope(self.ctx, SERVER_ID, MessageKind.MASK_KEY_LIST, body) for u in ids}
 
     def _close_shares(self, received: dict) -> dict[int, bytes]:
@@ -185,15 +184,16 @@ class MaskingServer:
         by_owner: dict[int, list[shamir.Share]] = {v: [] for v in self._shares}
         for holder, shares in received.items():
             for owner, (_, data) in shares.items():
-                by_owner[owner].append(shamir.Share.from_bytes(holder + 1, data))
-        expander = MaskExpander(self.encoder.length, self.encoder.dtype)
+                by_owner[owner].append(shamir.Share(holder + 1, data))
         alive = set(self._survivors)
         dropped = [v for v in self._shares if v not in alive]
+        secrets = self._reconstruct([*self._survivors, *dropped], by_owner)
+        expander = MaskExpander(self.encoder.length, self.encoder.dtype)
         for v in self._survivors:
-            expander.subtract(self._reconstruct(v, by_owner[v], SEED_BYTES), self._sum)
+            expander.subtract(secrets[v], self._sum)
         pairwise = 0
         for v in dropped:
-            s_v = AgreementKey.from_private_bytes(self._reconstruct(v, by_owner[v], 32))
+            s_v = AgreementKey.from_private_bytes(secrets[v])
             if s_v.public_bytes() != self._keys[v].s_pk:
                 raise AggregationAborted(f"shares of client {v}'s mask key are inconsistent")
             for u in sorted(self._graph[v] & alive):
@@ -207,13 +207,16 @@ class MaskingServer:
         self._stage = _Stage.DONE
         return {}
 
-    def _reconstruct(self, owner: int, shares: list[shamir.Share], length: int) -> bytes:
-        if len(shares) < self._threshold:
-            raise AggregationAborted(f"{len(shares)} shares of client {owner}'s secret, {self._threshold} needed")
+    def _reconstruct(self, owners: list[int], by_owner: dict[int, list[shamir.Share]]) -> dict[int, bytes]:
+        """Every owner's secret (self-mask seed or mask key), rebuilt in one batch."""
+        for v in owners:
+            if len(by_owner[v]) < self._threshold:
+                raise AggregationAborted(f"{len(by_owner[v])} shares of client {v}'s secret, "
+                                         f"{self._threshold} needed")
         try:
-            return shamir.reconstruct(shares, self._threshold, length)
+            return dict(zip(owners, shamir.reconstruct_many([by_owner[v] for v in owners], self._threshold)))
         except MessageError as err:
-            raise AggregationAborted(f"cannot rebuild client {owner}'s secret: {err}") from None
+            raise AggregationAborted(f"cannot rebuild a client's secret: {err}") from None
 
     def _require(self, count: int, needed: int, what: str) -> None:
         needed = max(needed, self.ctx.min_clients)

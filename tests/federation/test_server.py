@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from federation.errors import CheckpointError, ConfigError
-from federation.experiment import build_federation
+from federation.experiment import SecureMode, build_federation
+from federation.partition import PartitionScheme
 from federation.params import get_vector
 from federation.server import FederationConfig, RoundStatus
 from federation.strategy import Strategy, StrategyName
@@ -107,3 +108,24 @@ def test_impossible_sampling_is_refused():
         build_federation(small_config(clients_per_round=9)).run()
     with pytest.raises(ConfigError, match="min_clients"):
         build_federation(small_config(clients_per_round=2, min_clients=3)).run()
+
+
+@pytest.mark.parametrize("strategy", list(StrategyName))
+def test_masked_training_matches_plaintext_for_every_strategy(strategy):
+    """Same clients, same seeds: the masked model differs only by quantization error."""
+    kwargs = dict(rounds=4, clients=6, clients_per_round=4, strategy=Strategy(strategy))
+    plain_params, plain = final_params(small_config(**kwargs))
+    masked_params, masked = final_params(small_config(secure=SecureMode.MASK, **kwargs))
+    assert [h.clients for h in plain] == [h.clients for h in masked]
+    assert abs(plain[-1].accuracy - masked[-1].accuracy) <= 0.01
+    assert np.abs(plain_params - masked_params).max() < 1e-3
+
+
+def test_masked_training_with_dropout_matches_plaintext():
+    """Dropouts at every stage (a client dropping after its masked input still counts)."""
+    kwargs = dict(rounds=10, clients=10, dropout=0.2, local_epochs=2, partition=PartitionScheme.DIRICHLET)
+    _, plain = final_params(small_config(**kwargs))
+    _, masked = final_params(small_config(secure=SecureMode.MASK, **kwargs))
+    assert [h.dropped for h in plain] == [h.dropped for h in masked]
+    assert any(h.survivors > 8 for h in masked)  # some clients dropped only after sending their input
+    assert abs(plain[-1].accuracy - masked[-1].accuracy) <= 0.01

@@ -31,11 +31,15 @@ def test_permutation_positions_are_uniform():
 
 
 def test_seed_binds_every_advertised_key():
-    ads = [(1, b"a" * 32, b"b" * 32), (2, b"c" * 32, b"d" * 32)]
-    seed = graph_seed(bytes(16), 1, ads)
-    assert seed == graph_seed(bytes(16), 1, list(reversed(ads)))
-    assert seed != graph_seed(bytes(16), 1, [ads[0], (2, b"c" * 32, b"e" * 32)])
-    assert seed != graph_seed(bytes(16), 2, ads)
+    from secagg.masking.messages import Advertisement, write_key_list
+
+    ads = [Advertisement(1, b"a" * 32, b"b" * 32), Advertisement(2, b"c" * 32, b"d" * 32)]
+    body = write_key_list(ads)
+    assert body == write_key_list(list(reversed(ads)))  # canonical order
+    seed = graph_seed(bytes(16), 1, body)
+    assert seed != graph_seed(bytes(16), 1, write_key_list([ads[0], Advertisement(2, b"c" * 32, b"e" * 32)]))
+    assert seed != graph_seed(bytes(16), 2, body)
+    assert seed != graph_seed(bytes([1]) * 16, 1, body)
 
 
 def test_default_degree_and_thresholds():

@@ -1,0 +1,49 @@
+"""bench.json and bench.md: the rows of a benchmark run, as data and as a table."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+from federation.checkpoint import atomic_write_bytes
+
+_COLUMNS = [
+    ("mode", "mode", "{}"), ("params", "params", "{}"), ("clients", "clients", "{}"), ("dropout", "dropout", "{}"),
+    ("round s", "round_seconds", "{:.3f}"), ("client s", "client_seconds", "{:.5f}"),
+    ("server s", "server_seconds", "{:.4f}"), ("up B/client", "bytes_up_per_client", "{:.0f}"),
+    ("expansion", "expansion", "{:.4f}"), ("max abs err", "max_abs_error", "{:.2e}"),
+    ("mask/PRG", "masking_ratio", "{:.2f}"), ("unmask/PRG", "unmask_ratio", "{:.2f}"),
+]
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def write(out: Path, rows: Sequence[dict[str, Any]], command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"command": command, "machine": machine(), "results": list(rows)}
+    atomic_write_bytes(out / "bench.json", json.dumps(doc, indent=2).encode())
+    atomic_write_bytes(out / "bench.md", markdown(rows, command).encode())
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        value = value["median"]
+    return fmt.format(value)
+
+
+def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
+    lines = [f"`{command}`", "", "Times are medians over the repeats; client s is per client.", "",
+             "| " + " | ".join(h for h, _, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row, key, fmt) for _, key, fmt in _COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
