@@ -66,6 +66,8 @@ class ExperimentConfig:
         if self.hidden < 1:
             raise ConfigError(f"hidden width must be at least 1, got {self.hidden}")
         self.federation_config()  # validates the round-loop settings
+        if self.secure is SecureMode.MASK:
+            self.masking.encoder(1, self.clients)  # refuses a ring too small for this many clients
 
     def federation_config(self) -> FederationConfig:
         return FederationConfig(rounds=self.rounds, clients_per_round=self.clients_per_round,

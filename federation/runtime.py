@@ -19,7 +19,11 @@ import numpy as np
 from federation.client import FederatedClient, LocalResult
 from federation.messages import decode_broadcast, encode_broadcast
 from secagg.aggregation import AggregateResult, Aggregator, ClientSession, RoundContext
-from secagg.errors import AggregationAborted, SecAggError
+from secagg.errors import AggregationAborted, AuthenticationError, MessageError, ProtocolError, UpdateRejected
+
+# What a single client's bad message or update raises: that client is excluded, the round goes on.
+# Anything else (a configuration error, a bug) stops the run.
+CLIENT_FAULTS = (MessageError, ProtocolError, UpdateRejected, AuthenticationError)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,7 @@ class InProcessRuntime:
                 sessions[c] = aggregator.client_session(ctx, c, local.delta, float(local.num_examples))
                 uploads[c] = sessions[c].start()
                 report.protocol_seconds += time.perf_counter() - t0
-            except SecAggError as err:
+            except CLIENT_FAULTS as err:
                 self._reject(report, err)
 
         server = aggregator.server_session(ctx)
@@ -102,7 +106,7 @@ class InProcessRuntime:
                 reports[c].bytes_up += len(message)
                 try:
                     server.collect(c, message)
-                except SecAggError as err:
+                except CLIENT_FAULTS as err:
                     self._reject(reports[c], err)
                     sessions.pop(c, None)
             replies = server.close_stage()
@@ -122,7 +126,7 @@ class InProcessRuntime:
                 t0 = time.perf_counter()
                 try:
                     uploads[c] = sessions[c].handle(message)
-                except SecAggError as err:
+                except CLIENT_FAULTS as err:
                     self._reject(reports[c], err)
                     sessions.pop(c)
                 reports[c].protocol_seconds += time.perf_counter() - t0

@@ -29,8 +29,7 @@ class MaskingAggregator:
         return 5 if self.config.consistency_check else 4
 
     def encoder(self, ctx: RoundContext) -> FixedPointEncoder:
-        c = self.config
-        return FixedPointEncoder(ctx.dimension, len(ctx.clients), c.clip, c.precision_bits, c.max_weight)
+        return self.config.encoder(ctx.dimension, len(ctx.clients))
 
     def client_session(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float) -> MaskingClient:
         self._enrol(ctx.clients)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from secagg.encoding import FixedPointEncoder
 from secagg.errors import ConfigurationError
 
 
@@ -38,6 +39,11 @@ class MaskingConfig:
             raise ConfigurationError(f"an absolute threshold must be at least 1, got {self.threshold}")
         if isinstance(self.threshold, float) and not 0.0 < self.threshold <= 1.0:
             raise ConfigurationError(f"a threshold fraction must be in (0, 1], got {self.threshold}")
+        FixedPointEncoder(1, 1, self.clip, self.precision_bits, self.max_weight)  # validates the encoding
+
+    def encoder(self, dimension: int, clients: int) -> FixedPointEncoder:
+        """The encoding for ``clients`` summands; refuses a configuration whose sum could wrap."""
+        return FixedPointEncoder(dimension, clients, self.clip, self.precision_bits, self.max_weight)
 
     def degree(self, n: int) -> int:
         """The number of neighbours each of ``n`` clients has."""

@@ -38,6 +38,15 @@ def test_run_writes_results_and_plot(tmp_path):
     assert (tmp_path / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_masked_run_with_dropout(tmp_path):
+    secagg("run", "--secure", "mask", "--clients", "6", "--rounds", "2", "--local-epochs", "1", "--dropout", "0.34",
+           "--quiet", "--out", tmp_path)
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["config"]["secure"] == "mask" and doc["config"]["masking"]["neighbors"] is None
+    for row in doc["rounds"]:
+        assert row["status"] == "ok" and len(row["dropped"]) == 2 and row["survivors"] >= 4
+
+
 def test_progress_and_summary_table(tmp_path):
     proc = secagg("run", "--clients", "3", "--rounds", "2", "--local-epochs", "1", "--out", tmp_path)
     assert "round" in proc.stdout and "final accuracy" in proc.stdout
@@ -53,6 +62,10 @@ def test_progress_and_summary_table(tmp_path):
     (["--clients-per-round", "x"], "count or a fraction"),
     (["--lr", "-1"], "learning rate must be positive"),
     (["--clients", "2000"], "cannot give"),
+    (["--secure", "mask", "--threshold", "0"], "threshold must be at least 1"),
+    (["--secure", "mask", "--neighbors", "-2"], "neighbors must be non-negative"),
+    (["--secure", "mask", "--clip", "0"], "clip must be finite and positive"),
+    (["--secure", "mask", "--precision-bits", "60"], "precision_bits"),
 ])
 def test_bad_options_exit_non_zero_without_traceback(tmp_path, args, message):
     proc = secagg("run", *args, "--quiet", "--out", tmp_path, check=False)

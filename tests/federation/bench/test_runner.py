@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from federation.bench import report
+from federation.bench.runner import BenchCase, BenchMode, run_case
+from federation.cli import main
+from federation.errors import ConfigError
+
+
+@pytest.mark.parametrize("mode", list(BenchMode))
+def test_a_case_reports_every_documented_key(mode):
+    row = run_case(BenchCase(mode, 2000, 8, 0.25), repeat=2)
+    for key in ("mode", "params", "clients", "dropout", "client_seconds", "server_seconds", "bytes_up_per_client",
+                "expansion", "max_abs_error", "floor_prg_seconds", "floor_float32_sum_seconds", "round_seconds"):
+        assert key in row
+    assert row["survivors"] == 6
+    assert row["client_seconds"]["min"] <= row["client_seconds"]["median"] <= row["client_seconds"]["max"]
+    assert 1.0 < row["expansion"] < 1.01
+    assert row["max_abs_error"] < (1e-5 if mode is BenchMode.MASK else 1e-6)
+    if mode is BenchMode.MASK:
+        # one self mask per survivor, plus the pairwise masks of each of the 2 dropped clients' live neighbours
+        pairwise = row["unmask_prg_expansions"] - 6
+        assert 2 * (row["degree"] - 1) <= pairwise <= 2 * row["degree"]
+        assert row["masking_ratio"] > 0 and row["key_and_share_bytes_per_client"] > 0
+
+
+def test_bad_cases_are_refused():
+    with pytest.raises(ConfigError):
+        BenchCase(BenchMode.NONE, 10, 1, 0.0)
+    with pytest.raises(ConfigError):
+        BenchCase(BenchMode.NONE, 10, 5, 1.0)
+
+
+def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
+    assert main(["bench", "--modes", "none,mask", "--params", "1e3", "--clients", "4", "--dropout", "0",
+                 "--repeat", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["mode"] for r in doc["results"]] == ["none", "mask"]
+    assert doc["machine"]["cpus"] >= 1
+    assert "| mask | 1000 | 4 |" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("args", [["--modes", "ckks-nope"], ["--params", "1.5"], ["--clients", "x"]])
+def test_bench_bad_options_exit_2(tmp_path, args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *args, "--out", str(tmp_path), "--quiet"])
+    assert exit_info.value.code == 2
+
+
+def test_bench_impossible_settings_exit_2(tmp_path, capsys):
+    assert main(["bench", "--repeat", "0", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "repeat must be at least 1" in capsys.readouterr().err
+    assert main(["bench", "--clients", "1", "--out", str(tmp_path), "--quiet"]) == 2
+
+
+def test_markdown_cells_handle_missing_columns():
+    text = report.markdown([{"mode": "none", "params": 1, "clients": 2, "dropout": 0.0}], "cmd")
+    assert "| none | 1 | 2 | 0.0 | - |" in text
