@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--consistency-check", action="store_true",
                      help="--secure mask: Ed25519-signed keys and survivor lists (active-adversary variant)")
     run.add_argument("--clip", type=float, default=masking.clip,
-                     help="--secure mask: each update coordinate is clipped to [-clip, clip] before encoding")
+                     help="--secure mask|ckks: each update coordinate is clipped to [-clip, clip] before encoding")
     run.add_argument("--precision-bits", type=int, default=masking.precision_bits,
                      help="--secure mask: fixed-point levels per coordinate, as bits")
     run.add_argument("--dp", choices=_choices(DPMode), default=DPMode.NONE.value)

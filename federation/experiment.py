@@ -17,6 +17,7 @@ from federation.partition import PartitionScheme, partition_dataset
 from federation.server import Federation, FederationConfig
 from federation.strategy import Strategy
 from secagg.aggregation import Aggregator
+from secagg.ckks import CKKSAggregator, CKKSParams
 from secagg.masking import MaskingAggregator, MaskingConfig
 from secagg.plaintext import PlaintextAggregator
 
@@ -26,6 +27,7 @@ class SecureMode(enum.Enum):
 
     NONE = "none"
     MASK = "mask"
+    CKKS = "ckks"
 
 
 class DPMode(enum.Enum):
@@ -68,6 +70,8 @@ class ExperimentConfig:
         self.federation_config()  # validates the round-loop settings
         if self.secure is SecureMode.MASK:
             self.masking.encoder(1, self.clients)  # refuses a ring too small for this many clients
+        if self.secure is SecureMode.CKKS:
+            CKKSParams(clip=self.masking.clip).check_clients(self.clients)
 
     def federation_config(self) -> FederationConfig:
         return FederationConfig(rounds=self.rounds, clients_per_round=self.clients_per_round,
@@ -81,8 +85,10 @@ class ExperimentConfig:
             if isinstance(value, enum.Enum):
                 d[key] = value.value
         d["strategy"] = {**asdict(self.strategy), "name": self.strategy.name.value}
-        if self.secure is not SecureMode.MASK:
+        if self.secure is SecureMode.NONE:
             d.pop("masking")
+        elif self.secure is SecureMode.CKKS:
+            d["masking"] = {"clip": self.masking.clip}
         return d
 
 
@@ -90,6 +96,9 @@ def make_aggregator(config: ExperimentConfig, max_weight: float) -> Aggregator:
     """The protection mode; ``max_weight`` is the public bound on a client's weight (its example count)."""
     if config.secure is SecureMode.MASK:
         return MaskingAggregator(replace(config.masking, max_weight=max_weight))
+    if config.secure is SecureMode.CKKS:
+        return CKKSAggregator(CKKSParams(clip=config.masking.clip, max_weight=max_weight),
+                              min_clients=max(2, config.min_clients))
     return PlaintextAggregator()
 
 

@@ -29,3 +29,7 @@ class ConfigurationError(SecAggError, ValueError):
 
 class AuthenticationError(SecAggError, ValueError):
     """A ciphertext or signature that does not verify. Deliberately says nothing about which check failed."""
+
+
+class DecryptionRefused(SecAggError, RuntimeError):
+    """The key holder's policy forbids this decryption (too few signed contributors, a repeated round, ...)."""

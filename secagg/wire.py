@@ -51,6 +51,7 @@ class MessageKind(enum.IntEnum):
     MASK_CONSISTENCY_SIGNATURE = 16
     MASK_UNMASK_REQUEST = 17
     MASK_UNMASK_SHARES = 18
+    CKKS_UPDATE = 20
 
 
 _DTYPE_CODES: dict[int, np.dtype] = {

@@ -9,7 +9,7 @@ from secagg.encoding import FixedPointEncoder
 from secagg.masking.client import MaskingClient
 from secagg.masking.config import MaskingConfig
 from secagg.masking.server import MaskingServer
-from secagg.primitives.keys import SigningKey
+from secagg.identity import IdentityRegistry
 
 
 class MaskingAggregator:
@@ -21,8 +21,7 @@ class MaskingAggregator:
 
     def __init__(self, config: MaskingConfig | None = None) -> None:
         self.config = config or MaskingConfig()
-        self._identities: dict[int, SigningKey] = {}
-        self.directory: dict[int, bytes] = {}
+        self.identities = IdentityRegistry()
 
     @property
     def stages(self) -> int:
@@ -32,16 +31,10 @@ class MaskingAggregator:
         return self.config.encoder(ctx.dimension, len(ctx.clients))
 
     def client_session(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float) -> MaskingClient:
-        self._enrol(ctx.clients)
+        self.identities.enrol(ctx.clients)
         return MaskingClient(ctx, client_id, update, weight, self.config, self.encoder(ctx),
-                             self._identities[client_id], self.directory)
+                             self.identities.signing_key(client_id), self.identities.directory)
 
     def server_session(self, ctx: RoundContext) -> MaskingServer:
-        self._enrol(ctx.clients)
-        return MaskingServer(ctx, self.config, self.encoder(ctx), self.directory)
-
-    def _enrol(self, clients: tuple[int, ...]) -> None:
-        for c in clients:
-            if c not in self._identities:
-                self._identities[c] = SigningKey.generate()
-                self.directory[c] = self._identities[c].public_bytes()
+        self.identities.enrol(ctx.clients)
+        return MaskingServer(ctx, self.config, self.encoder(ctx), self.identities.directory)
