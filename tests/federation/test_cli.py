@@ -47,6 +47,15 @@ def test_masked_run_with_dropout(tmp_path):
         assert row["status"] == "ok" and len(row["dropped"]) == 2 and row["survivors"] >= 4
 
 
+def test_ckks_run(tmp_path):
+    secagg("run", "--secure", "ckks", "--clients", "4", "--rounds", "2", "--local-epochs", "1", "--quiet",
+           "--out", tmp_path)
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["config"]["secure"] == "ckks"
+    assert all(row["status"] == "ok" and row["survivors"] == 4 for row in doc["rounds"])
+    assert doc["rounds"][0]["bytes_up"] > 50_000  # ciphertexts, not floats
+
+
 def test_progress_and_summary_table(tmp_path):
     proc = secagg("run", "--clients", "3", "--rounds", "2", "--local-epochs", "1", "--out", tmp_path)
     assert "round" in proc.stdout and "final accuracy" in proc.stdout

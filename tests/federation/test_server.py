@@ -129,3 +129,14 @@ def test_masked_training_with_dropout_matches_plaintext():
     assert [h.dropped for h in plain] == [h.dropped for h in masked]
     assert any(h.survivors > 8 for h in masked)  # some clients dropped only after sending their input
     assert abs(plain[-1].accuracy - masked[-1].accuracy) <= 0.01
+
+
+@pytest.mark.parametrize("strategy", list(StrategyName))
+def test_ckks_training_matches_plaintext_for_every_strategy(strategy):
+    kwargs = dict(rounds=4, clients=6, clients_per_round=4, dropout=0.25, strategy=Strategy(strategy))
+    plain_params, plain = final_params(small_config(**kwargs))
+    ckks_params, ckks = final_params(small_config(secure=SecureMode.CKKS, **kwargs))
+    assert [h.dropped for h in plain] == [h.dropped for h in ckks]  # a dropped client contributes nothing
+    assert [h.survivors for h in plain] == [h.survivors for h in ckks] == [3, 3, 3, 3]
+    assert abs(plain[-1].accuracy - ckks[-1].accuracy) <= 0.005
+    assert np.abs(plain_params - ckks_params).max() < 1e-3

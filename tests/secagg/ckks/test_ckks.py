@@ -1,0 +1,226 @@
+"""CKKS aggregation: error bounds, separated key roles, the key holder's policy, tampering."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tenseal.sealapi as seal
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from secagg.aggregation import RoundContext
+from secagg.ckks import CKKSAggregator, CKKSParams, KeyHolder
+from secagg.ckks.keyholder import Contribution, DecryptionRequest
+from secagg.ckks.packing import PublicContext
+from secagg.errors import (
+    AggregationAborted,
+    AuthenticationError,
+    ConfigurationError,
+    DecryptionRefused,
+    MessageError,
+    ProtocolError,
+    SecAggError,
+    UpdateRejected,
+)
+from secagg.wire import Envelope
+
+from tests.secagg.driver import run_round
+
+
+@pytest.fixture(scope="module")
+def aggregator():
+    return CKKSAggregator(CKKSParams(max_weight=10.0))
+
+
+class Capture:
+    """Wraps the key holder to keep the last request and release."""
+
+    def __init__(self, aggregator):
+        self.inner = aggregator.key_holder
+        aggregator.key_holder = self
+        self.aggregator = aggregator
+
+    def decrypt(self, request):
+        self.request = request
+        self.release = self.inner.decrypt(request)
+        return self.release
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.aggregator.key_holder = self.inner
+
+
+def updates(n, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    return {c: rng.uniform(-1, 1, dim).astype(np.float32) for c in range(n)}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.integers(2, 100), st.integers(1, 9000), st.integers(0, 2**16))
+def test_aggregate_error_is_within_1e_6(aggregator, n, dim, seed):
+    ups = updates(n, dim, seed)
+    weights = {c: 10.0 for c in ups}  # alpha = 1: the released sum is the plain sum
+    with Capture(aggregator) as cap:
+        _, result = run_round(aggregator, ups, weights=weights)
+    exact = np.sum(np.stack(list(ups.values())).astype(np.float64), axis=0)
+    assert np.abs(cap.release.weighted_sum - exact).max() <= 1e-6
+    assert abs(cap.release.weight - n) <= 1e-6
+    assert np.abs(result.mean - exact / n).max() <= 1e-6
+    assert result.total_weight == pytest.approx(10.0 * n)
+
+
+def test_weighted_mean(aggregator):
+    ups = updates(4, 50)
+    weights = {0: 1.0, 1: 2.0, 2: 3.0, 3: 10.0}
+    _, result = run_round(aggregator, ups, weights=weights)
+    expected = np.average(np.stack(list(ups.values())), axis=0, weights=list(weights.values()))
+    assert np.abs(result.mean - expected).max() < 1e-6
+    assert result.total_weight == pytest.approx(16.0)
+
+
+def test_release_is_flooded_and_rounded(aggregator):
+    ups = {c: np.zeros(3000, np.float32) for c in range(3)}
+    with Capture(aggregator) as cap:
+        run_round(aggregator, ups, weights={c: 10.0 for c in ups})
+    released = cap.release.weighted_sum
+    grid = 2.0**aggregator.params.release_bits
+    np.testing.assert_array_equal(released * grid, np.round(released * grid))  # on the release grid
+    assert 0.5 * 2.0**-24 < released.std() < 2 * 2.0**-24  # the flooding noise is there, at its sigma
+
+
+def test_aggregator_holds_no_secret_key_and_cannot_decrypt(aggregator):
+    ctx = RoundContext.new(1, (0, 1), 10)
+    server = aggregator.server_session(ctx)
+    public = server.public
+    assert not any(isinstance(v, seal.SecretKey) for v in vars(public).values())
+    assert not any(isinstance(v, (seal.SecretKey, seal.Decryptor)) for v in vars(server).values()
+                   if not isinstance(v, KeyHolder))
+    # an aggregator that makes up its own secret key decrypts noise, not the update
+    secret = np.linspace(-1, 1, 10)
+    cipher = public.load(public.encrypt(secret)[0])
+    rogue = seal.Decryptor(public.context, seal.KeyGenerator(public.context).secret_key())
+    plain = seal.Plaintext()
+    rogue.decrypt(cipher, plain)
+    guess = np.asarray(public.encoder.decode_complex(plain)).real[:10]
+    assert np.abs(guess - secret).min() > 1.0
+
+
+def test_public_context_does_not_carry_the_secret_key():
+    holder = KeyHolder(CKKSParams(), {})
+    from secagg.ckks import seal_io
+
+    secret_bytes = seal_io.dump(holder._KeyHolder__secret_key)
+    assert secret_bytes[64:128] not in holder.public_key
+
+
+class Intercept:
+    """Stands in for the key holder: keeps the request undecrypted (the round aborts)."""
+
+    def decrypt(self, request):
+        self.request = request
+        raise DecryptionRefused("intercepted for the test")
+
+
+def fresh_request(aggregator, n=3, dim=20):
+    """A valid, signed request that the real key holder has never seen."""
+    holder, aggregator.key_holder = aggregator.key_holder, Intercept()
+    try:
+        with pytest.raises(AggregationAborted):
+            run_round(aggregator, updates(n, dim))
+        return aggregator.key_holder.request
+    finally:
+        aggregator.key_holder = holder
+
+
+def test_a_valid_request_is_decrypted_once(aggregator):
+    request = fresh_request(aggregator)
+    release = aggregator.key_holder.decrypt(request)
+    assert release.weighted_sum.shape == (20,)
+    with pytest.raises(DecryptionRefused, match="already decrypted"):
+        aggregator.key_holder.decrypt(request)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda r: dataclasses.replace(r, record=r.record[:1]), "min_clients"),
+    (lambda r: dataclasses.replace(r, record=r.record[:1] * 2), "twice"),
+    (lambda r: dataclasses.replace(r, record=tuple(Contribution(c.client, c.digest, bytes(64)) for c in r.record)),
+     "not validly signed"),
+    (lambda r: dataclasses.replace(r, record=(Contribution(999, bytes(32), bytes(64)),) + r.record), "not enrolled"),
+    (lambda r: dataclasses.replace(r, round=r.round + 1), "not validly signed"),  # signatures bind the round
+    (lambda r: dataclasses.replace(r, session=bytes(16)), "not validly signed"),
+])
+def test_key_holder_policy_refusals(aggregator, edit, match):
+    with pytest.raises(DecryptionRefused, match=match):
+        aggregator.key_holder.decrypt(edit(fresh_request(aggregator)))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda r: dataclasses.replace(r, ciphertexts=(r.ciphertexts[0][:-5],)),
+    lambda r: dataclasses.replace(r, ciphertexts=(b"\x00" * 100,)),
+    lambda r: dataclasses.replace(r, ciphertexts=r.ciphertexts * 2),
+])
+def test_key_holder_refuses_bad_ciphertexts(aggregator, edit):
+    with pytest.raises(MessageError):
+        aggregator.key_holder.decrypt(edit(fresh_request(aggregator)))
+
+
+def test_ciphertexts_of_other_parameters_are_refused(aggregator):
+    params = CKKSParams(poly_modulus_degree=8192, coeff_bits=(60, 40))
+    foreign = PublicContext(params, KeyHolder(params, {}).public_key).encrypt(np.ones(3))[0]
+    with pytest.raises(MessageError):
+        aggregator.public.load(foreign)
+
+
+def test_aggregator_rejects_tampered_and_truncated_updates(aggregator):
+    ctx = RoundContext.new(1, (0, 1, 2), 20)
+    good = aggregator.client_session(ctx, 0, np.zeros(20, np.float32), 1.0).start()
+    server = aggregator.server_session(ctx)
+    env = Envelope.from_bytes(good)
+    body = bytearray(env.body)
+    body[len(body) // 2] ^= 0xFF
+    tampered = dataclasses.replace(env, body=bytes(body)).to_bytes()
+    for bad in (good[:-1], good[:200], tampered):
+        with pytest.raises((MessageError, AuthenticationError)):
+            server.collect(0, bad)
+    with pytest.raises(ProtocolError, match="claims sender"):
+        server.collect(1, good)
+    server.collect(0, good)
+    with pytest.raises(ProtocolError, match="duplicate"):
+        server.collect(0, good)
+
+
+def test_a_single_survivor_is_never_decrypted(aggregator):
+    with pytest.raises(AggregationAborted, match="min_clients"):
+        run_round(aggregator, updates(3, 5), drop_stage={1: 0, 2: 0})
+
+
+def test_bad_updates_are_refused_by_the_client(aggregator):
+    ctx = RoundContext.new(1, (0, 1), 4)
+    for update, weight in ((np.array([np.nan, 0, 0, 0]), 1.0), (np.zeros(5), 1.0), (np.zeros(4), 11.0)):
+        with pytest.raises(UpdateRejected):
+            aggregator.client_session(ctx, 0, update, weight)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(poly_modulus_degree=3000), "poly_modulus_degree"),
+    (dict(coeff_bits=(60, 60)), "security limit"),
+    (dict(scale_bits=60), "scale_bits"),
+    (dict(clip=0.0), "clip"),
+    (dict(flood_bits=40, release_bits=30), "flood_bits"),
+])
+def test_parameters_are_validated(kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        CKKSParams(**kwargs)
+
+
+def test_too_many_clients_for_q0_is_refused():
+    params = CKKSParams()
+    with pytest.raises(ConfigurationError, match="wrap"):
+        params.check_clients(params.max_clients() + 1)
+
+
+def test_errors_share_one_root():
+    assert issubclass(DecryptionRefused, SecAggError)
