@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--out", type=Path, default=Path("runs/bench"))
+    bench.add_argument("--end-to-end", action="store_true",
+                       help="also train the default job in each mode and compare round times and accuracy")
+    bench.add_argument("--rounds", type=int, default=20, help="rounds of the --end-to-end job")
     bench.add_argument("--quiet", action="store_true")
     return parser
 
@@ -170,8 +173,14 @@ def bench_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"secagg: interrupted; {len(rows)} finished configurations kept in {args.out}", file=sys.stderr)
         return 130
+    if args.end_to_end:
+        from federation.bench.end_to_end import run_end_to_end
+        from federation.experiment import SecureMode
+
+        modes = [SecureMode(m.value) for m in args.modes]
+        report.write(args.out, rows, command, end_to_end=run_end_to_end(modes, rounds=args.rounds, seed=args.seed))
     if not args.quiet:
-        print(report.markdown(rows, command))
+        print((args.out / "bench.md").read_text())
     return 0
 
 

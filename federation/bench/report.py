@@ -15,6 +15,8 @@ _COLUMNS = [
     ("server s", "server_seconds", "{:.4f}"), ("up B/client", "bytes_up_per_client", "{:.0f}"),
     ("expansion", "expansion", "{:.4f}"), ("max abs err", "max_abs_error", "{:.2e}"),
     ("mask/PRG", "masking_ratio", "{:.2f}"), ("unmask/PRG", "unmask_ratio", "{:.2f}"),
+    ("key holder s", "key_holder_seconds", "{:.4f}"), ("B/param", "bytes_per_param", "{:.2f}"),
+    ("enc params/s", "encrypt_params_per_second", "{:.3g}"),
 ]
 
 
@@ -25,11 +27,25 @@ def machine() -> dict[str, Any]:
             "processor": platform.processor() or platform.machine()}
 
 
-def write(out: Path, rows: Sequence[dict[str, Any]], command: str) -> None:
+def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
+          end_to_end: Sequence[dict[str, Any]] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"command": command, "machine": machine(), "results": list(rows)}
+    doc: dict[str, Any] = {"command": command, "machine": machine(), "results": list(rows)}
+    text = markdown(rows, command)
+    if end_to_end is not None:
+        doc["end_to_end"] = list(end_to_end)
+        text += "\n" + end_to_end_markdown(end_to_end)
     atomic_write_bytes(out / "bench.json", json.dumps(doc, indent=2).encode())
-    atomic_write_bytes(out / "bench.md", markdown(rows, command).encode())
+    atomic_write_bytes(out / "bench.md", text.encode())
+
+
+def end_to_end_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["End to end (default job, mean wall seconds per round, training included):", "",
+             "| mode | round s | x plaintext | final accuracy | up B/client |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['round_seconds']:.4f} | {r['ratio_to_plaintext']:.2f} | "
+                     f"{r['final_accuracy']:.4f} | {r['bytes_up_per_client']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(row: dict[str, Any], key: str, fmt: str) -> str:

@@ -57,3 +57,21 @@ def test_bench_impossible_settings_exit_2(tmp_path, capsys):
 def test_markdown_cells_handle_missing_columns():
     text = report.markdown([{"mode": "none", "params": 1, "clients": 2, "dropout": 0.0}], "cmd")
     assert "| none | 1 | 2 | 0.0 | - |" in text
+
+
+def test_ckks_case_reports_key_holder_and_size():
+    row = run_case(BenchCase(BenchMode.CKKS, 5000, 3, 0.0), repeat=1)
+    assert row["key_holder_seconds"]["median"] > 0
+    assert 10 < row["bytes_per_param"] < 40  # one padded ciphertext of 4096 reals per 4096 parameters
+    assert row["encrypt_params_per_second"] > 0
+    assert row["max_abs_error"] < 1e-6
+
+
+def test_end_to_end_compares_modes_on_the_default_job(tmp_path):
+    assert main(["bench", "--modes", "none,ckks", "--params", "1e3", "--clients", "3", "--dropout", "0",
+                 "--repeat", "1", "--end-to-end", "--rounds", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    e2e = {r["mode"]: r for r in doc["end_to_end"]}
+    assert set(e2e) == {"none", "ckks"} and e2e["none"]["ratio_to_plaintext"] == 1.0
+    assert abs(e2e["none"]["final_accuracy"] - e2e["ckks"]["final_accuracy"]) <= 0.005
+    assert "End to end" in (tmp_path / "bench.md").read_text()
