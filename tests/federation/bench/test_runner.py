@@ -16,7 +16,10 @@ def test_a_case_reports_every_documented_key(mode):
         assert key in row
     assert row["survivors"] == 6
     assert row["client_seconds"]["min"] <= row["client_seconds"]["median"] <= row["client_seconds"]["max"]
-    assert 1.0 < row["expansion"] < 1.01
+    if mode is BenchMode.CKKS:
+        assert row["expansion"] > 3  # ciphertexts: about 15 bytes per parameter, padded to 4096 reals
+    else:
+        assert 1.0 < row["expansion"] < 1.01
     assert row["max_abs_error"] < (1e-5 if mode is BenchMode.MASK else 1e-6)
     if mode is BenchMode.MASK:
         # one self mask per survivor, plus the pairwise masks of each of the 2 dropped clients' live neighbours
