@@ -137,11 +137,10 @@ class MaskingClient:
         if not set(relay) <= self._neighbours:
             raise ProtocolError("share relay carries shares from clients that are not neighbours")
         self._partners = relay
-        expander = MaskExpander(self.encoder.length, self.encoder.dtype)
         masked = self._encoded
-        expander.add(self._seed, masked)
-        for v in sorted(relay):
-            (expander.add if self.id < v else expander.subtract)(self._pair_seeds[v], masked)
+        plus = [self._seed] + [self._pair_seeds[v] for v in sorted(relay) if self.id < v]
+        minus = [self._pair_seeds[v] for v in sorted(relay) if self.id > v]
+        MaskExpander(self.encoder.length, self.encoder.dtype).apply(plus, minus, masked)
         self._state = _State.MASKED
         self._pair_seeds = {}
         body = BodyWriter().array(masked).to_bytes()

@@ -188,10 +188,8 @@ class MaskingServer:
         alive = set(self._survivors)
         dropped = [v for v in self._shares if v not in alive]
         secrets = self._reconstruct([*self._survivors, *dropped], by_owner)
-        expander = MaskExpander(self.encoder.length, self.encoder.dtype)
-        for v in self._survivors:
-            expander.subtract(secrets[v], self._sum)
-        pairwise = 0
+        minus = [secrets[v] for v in self._survivors]  # self masks
+        plus: list[bytes] = []
         for v in dropped:
             s_v = AgreementKey.from_private_bytes(secrets[v])
             if s_v.public_bytes() != self._keys[v].s_pk:
@@ -199,9 +197,10 @@ class MaskingServer:
             for u in sorted(self._graph[v] & alive):
                 seed = s_v.derive(self._keys[u].s_pk, session=self.ctx.session, round=self.ctx.round, ids=(u, v),
                                   purpose=Purpose.PAIRWISE_MASK)
-                # u added +PRG(s_uv) if u < v, -PRG(s_uv) otherwise: undo it
-                (expander.subtract if u < v else expander.add)(seed, self._sum)
-                pairwise += 1
+                # u added +PRG(s_uv) if u < v and -PRG(s_uv) otherwise: undo it
+                (minus if u < v else plus).append(seed)
+        pairwise = len(plus) + len(minus) - len(self._survivors)
+        MaskExpander(self.encoder.length, self.encoder.dtype).apply(plus, minus, self._sum)
         self._details.update(survivors=len(self._survivors), dropped_after_sharing=len(dropped),
                              self_masks_removed=len(self._survivors), pairwise_masks_removed=pairwise)
         self._stage = _Stage.DONE

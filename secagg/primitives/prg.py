@@ -18,6 +18,7 @@ from secagg.errors import ConfigurationError
 SEED_BYTES = 32
 _BLOCK = 16
 _ZERO_IV = bytes(_BLOCK)
+_CHUNK_WORDS = 1 << 16  # 256 KiB of uint32: a piece of the accumulator that stays in cache
 
 
 class MaskExpander:
@@ -37,10 +38,7 @@ class MaskExpander:
 
     def expand(self, seed: bytes) -> np.ndarray:
         """The mask of ``seed``: a view into the shared buffer, valid until the next call."""
-        if len(seed) != SEED_BYTES:
-            raise ConfigurationError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
-        encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_IV)).encryptor()
-        encryptor.update_into(self._zeros, self._out)
+        self._encryptor(seed).update_into(self._zeros, self._out)
         return self._words
 
     def add(self, seed: bytes, accumulator: np.ndarray) -> None:
@@ -48,6 +46,29 @@ class MaskExpander:
 
     def subtract(self, seed: bytes, accumulator: np.ndarray) -> None:
         np.subtract(accumulator, self.expand(seed), out=accumulator)
+
+    def apply(self, plus: list[bytes], minus: list[bytes], accumulator: np.ndarray) -> None:
+        """``accumulator += sum PRG(plus) - sum PRG(minus)``, chunk by chunk so that the piece of the
+        accumulator being updated stays in cache while every seed's keystream is added to it."""
+        if accumulator.shape != (self.length,) or accumulator.dtype != self.dtype:
+            raise ConfigurationError("accumulator does not match the expander")
+        streams = [(self._encryptor(s), np.add) for s in plus] + [(self._encryptor(s), np.subtract) for s in minus]
+        size = self.dtype.itemsize
+        for start in range(0, self.length, _CHUNK_WORDS):
+            stop = min(start + _CHUNK_WORDS, self.length)
+            nbytes = (stop - start) * size
+            zeros = memoryview(self._zeros)[:nbytes]
+            words = self._words[: stop - start]
+            piece = accumulator[start:stop]
+            for encryptor, op in streams:
+                encryptor.update_into(zeros, self._out)
+                op(piece, words, out=piece)
+
+    @staticmethod
+    def _encryptor(seed: bytes):  # type: ignore[no-untyped-def]
+        if len(seed) != SEED_BYTES:
+            raise ConfigurationError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+        return Cipher(algorithms.AES(seed), modes.CTR(_ZERO_IV)).encryptor()
 
     def uniform(self, seed: bytes) -> np.ndarray:
         """``length`` floats uniform in [0, 1), a fresh array (for stochastic rounding)."""

@@ -92,3 +92,19 @@ def test_signatures_verify_or_raise():
         verify_signature(SigningKey.generate().public_bytes(), sig, b"message")
     with pytest.raises(AuthenticationError):
         verify_signature(b"short", sig, b"message")
+
+
+@pytest.mark.parametrize("length", [1, 1000, (1 << 16) + 7, 3 * (1 << 16)])
+def test_chunked_apply_equals_one_mask_at_a_time(length):
+    e = MaskExpander(length)
+    plus, minus = [os.urandom(32) for _ in range(3)], [os.urandom(32) for _ in range(2)]
+    expected = np.arange(length, dtype=np.uint32)
+    for s in plus:
+        e.add(s, expected)
+    for s in minus:
+        e.subtract(s, expected)
+    got = np.arange(length, dtype=np.uint32)
+    e.apply(plus, minus, got)
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ConfigurationError):
+        e.apply(plus, minus, np.zeros(length + 1, np.uint32))
