@@ -16,7 +16,7 @@ _COLUMNS = [
     ("expansion", "expansion", "{:.4f}"), ("max abs err", "max_abs_error", "{:.2e}"),
     ("mask/PRG", "masking_ratio", "{:.2f}"), ("unmask/PRG", "unmask_ratio", "{:.2f}"),
     ("key holder s", "key_holder_seconds", "{:.4f}"), ("B/param", "bytes_per_param", "{:.2f}"),
-    ("enc params/s", "encrypt_params_per_second", "{:.3g}"),
+    ("enc params/s", "encrypt_params_per_second", "{:.3g}"), ("peak MiB", "peak_memory_mib", "{:.0f}"),
 ]
 
 
@@ -37,6 +37,10 @@ def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
         text += "\n" + end_to_end_markdown(end_to_end)
     atomic_write_bytes(out / "bench.json", json.dumps(doc, indent=2).encode())
     atomic_write_bytes(out / "bench.md", text.encode())
+    if rows:
+        from federation.bench.plots import plot_all
+
+        plot_all(out, rows)
 
 
 def end_to_end_markdown(rows: Sequence[dict[str, Any]]) -> str:
@@ -50,6 +54,8 @@ def end_to_end_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
     value = row.get(key)
+    if key == "peak_memory_mib" and "peak_memory_bytes" in row:
+        value = row["peak_memory_bytes"] / 2**20
     if value is None:
         return "-"
     if isinstance(value, dict):

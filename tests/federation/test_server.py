@@ -140,3 +140,25 @@ def test_ckks_training_matches_plaintext_for_every_strategy(strategy):
     assert [h.survivors for h in plain] == [h.survivors for h in ckks] == [3, 3, 3, 3]
     assert abs(plain[-1].accuracy - ckks[-1].accuracy) <= 0.005
     assert np.abs(plain_params - ckks_params).max() < 1e-3
+
+
+@pytest.mark.parametrize("secure", list(SecureMode))
+def test_a_nan_update_is_rejected_and_the_round_goes_on(secure, caplog):
+    import torch
+
+    fed = build_federation(small_config(rounds=2, clients=4, secure=secure))
+    original = fed.clients[1].train_fn
+
+    def poisoned(model, loader, optimizer):
+        original(model, loader, optimizer)
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+
+    fed.clients[1].train_fn = poisoned
+    with caplog.at_level("WARNING"):
+        history = fed.run()
+    for h in history:
+        assert h.status.value == "ok" and h.rejected == [1] and h.survivors == 3
+        assert "NaN" in next(c["reason"] for c in h.per_client if c["client"] == 1)
+    assert history[-1].accuracy > 0.5
+    assert "client 1 rejected" in caplog.text

@@ -42,6 +42,9 @@ def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
     assert [r["mode"] for r in doc["results"]] == ["none", "mask"]
     assert doc["machine"]["cpus"] >= 1
     assert "| mask | 1000 | 4 |" in (tmp_path / "bench.md").read_text()
+    for png in ("time_vs_clients.png", "time_vs_params.png", "bytes_per_param.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert all(r["peak_memory_bytes"] > 1000 * 4 for r in doc["results"])
 
 
 @pytest.mark.parametrize("args", [["--modes", "ckks-nope"], ["--params", "1.5"], ["--clients", "x"]])
