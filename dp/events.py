@@ -1,19 +1,116 @@
 """Privacy events: immutable records of what a round released, consumed by accountants.
 
-Producers (DP-SGD in a client, client-level noise in an aggregator) emit events; the round loop collects
-them per round and per client. Concrete events subclass :class:`PrivacyEvent` as frozen dataclasses whose
-docstrings state the mechanism.
+Producers (DP-SGD in a client, client-level noise around an aggregator) emit events; the ledger stores
+them per client and for the population; accountants turn them into (epsilon, delta). Every event reduces to
+terms ``(noise_multiplier, sampling_rate, count)`` of the Poisson-subsampled Gaussian mechanism, which both
+the RDP and the PRV accountant handle.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import Any
+
+from dp.errors import InvalidPrivacyParameter
+
+GaussianTerm = tuple[float, float, int]  # (noise multiplier z, sampling rate q, count)
 
 
 @dataclass(frozen=True)
 class PrivacyEvent:
     """Base of every privacy event."""
 
-    def describe(self) -> dict[str, object]:
-        """A JSON-ready description: the event's type and fields."""
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description: the event's type and fields (nested events described too)."""
         return {"type": type(self).__name__, **asdict(self)}
+
+    def terms(self) -> list[GaussianTerm]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class GaussianEvent(PrivacyEvent):
+    """The Gaussian mechanism: sensitivity-1 query plus N(0, z^2). RDP(alpha) = alpha / (2 z^2)."""
+
+    noise_multiplier: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
+            raise InvalidPrivacyParameter(f"noise multiplier must be positive, got {self.noise_multiplier}")
+
+    def terms(self) -> list[GaussianTerm]:
+        return [(self.noise_multiplier, 1.0, 1)]
+
+
+@dataclass(frozen=True)
+class PoissonSampledGaussianEvent(PrivacyEvent):
+    """The Gaussian mechanism on a Poisson sample: each record is included independently with probability q
+    (Mironov, Talwar, Zhang 2019). Amplification applies only when sampling really is Poisson."""
+
+    noise_multiplier: float
+    sampling_rate: float
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        GaussianEvent(self.noise_multiplier)
+        if not 0.0 < self.sampling_rate <= 1.0:
+            raise InvalidPrivacyParameter(f"sampling rate must be in (0, 1], got {self.sampling_rate}")
+        if self.count < 1:
+            raise InvalidPrivacyParameter(f"count must be at least 1, got {self.count}")
+
+    def terms(self) -> list[GaussianTerm]:
+        return [(self.noise_multiplier, self.sampling_rate, self.count)]
+
+
+@dataclass(frozen=True)
+class DistributedGaussianEvent(PrivacyEvent):
+    """Client-level noise added by the clients themselves: each of ``survivors`` added N(0, (z C)^2 / m)
+    for ``m = min_clients``, so the released sum carries N(0, (z C)^2 * survivors / m). The effective noise
+    multiplier is z * sqrt(survivors / m): dropouts below m would reduce it, and are accounted as they are."""
+
+    noise_multiplier: float
+    survivors: int
+    min_clients: int
+
+    def __post_init__(self) -> None:
+        GaussianEvent(self.noise_multiplier)
+        if self.survivors < 1 or self.min_clients < 1:
+            raise InvalidPrivacyParameter("survivors and min_clients must be positive")
+
+    @property
+    def effective_noise_multiplier(self) -> float:
+        return self.noise_multiplier * math.sqrt(self.survivors / self.min_clients)
+
+    def terms(self) -> list[GaussianTerm]:
+        return [(self.effective_noise_multiplier, 1.0, 1)]
+
+
+@dataclass(frozen=True)
+class ComposedEvent(PrivacyEvent):
+    """Sequential composition of events."""
+
+    events: tuple[PrivacyEvent, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "ComposedEvent", "events": [e.describe() for e in self.events]}
+
+    def terms(self) -> list[GaussianTerm]:
+        return [t for e in self.events for t in e.terms()]
+
+
+_TYPES = {cls.__name__: cls for cls in (GaussianEvent, PoissonSampledGaussianEvent, DistributedGaussianEvent,
+                                        ComposedEvent)}
+
+
+def event_from_dict(data: dict[str, Any]) -> PrivacyEvent:
+    """The inverse of :meth:`PrivacyEvent.describe`; raises :class:`InvalidPrivacyParameter` on bad input."""
+    try:
+        fields = dict(data)
+        cls = _TYPES[fields.pop("type")]
+        if cls is ComposedEvent:
+            return ComposedEvent(tuple(event_from_dict(e) for e in fields["events"]))
+        return cls(**fields)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InvalidPrivacyParameter(f"not a privacy event: {data!r} ({err})") from None
+

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dp.dpsgd import DPSGDConfig, PrivateTraining
+from dp.events import PrivacyEvent
 from federation.errors import ConfigError
 from federation.params import get_vector, set_vector, trainable
 
@@ -29,6 +31,7 @@ class LocalResult:
     num_examples: int
     train_loss: float | None
     seconds: float
+    events: tuple[PrivacyEvent, ...] = ()
 
 
 class FederatedClient:
@@ -41,13 +44,18 @@ class FederatedClient:
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, train_fn: TrainFn,
-                 *, local_epochs: int = 1, proximal_mu: float = 0.0) -> None:
+                 *, local_epochs: int = 1, proximal_mu: float = 0.0, dp_sgd: DPSGDConfig | None = None) -> None:
         if local_epochs < 1:
             raise ConfigError(f"local_epochs must be at least 1, got {local_epochs}")
         if proximal_mu < 0:
             raise ConfigError(f"proximal mu must be non-negative, got {proximal_mu}")
         self.model, self.optimizer, self.loader, self.train_fn = model, optimizer, loader, train_fn
         self.local_epochs, self.proximal_mu = local_epochs, proximal_mu
+        self.private = PrivateTraining(dp_sgd, model, optimizer, loader) if dp_sgd is not None else None
+
+    def planned_events(self) -> tuple[PrivacyEvent, ...]:
+        """What one round of local training spends (DP-SGD only; nothing otherwise)."""
+        return (self.private.event(self.local_epochs),) if self.private is not None else ()
 
     @property
     def num_examples(self) -> int:
@@ -61,9 +69,13 @@ class FederatedClient:
         torch.manual_seed(seed)
         handle = self._proximal_hook() if self.proximal_mu > 0 else None
         losses: list[float] = []
+        model, loader, optimizer = self.model, self.loader, self.optimizer
+        if self.private is not None:
+            self.private.reseed()
+            model, loader, optimizer = self.private.model, self.private.loader, self.private.optimizer
         try:
             for _ in range(self.local_epochs):
-                loss = self.train_fn(self.model, self.loader, self.optimizer)
+                loss = self.train_fn(model, loader, optimizer)
                 if loss is not None:
                     losses.append(float(loss))
         finally:
@@ -71,7 +83,7 @@ class FederatedClient:
                 handle.remove()
         delta = get_vector(self.model) - global_vector
         train_loss = float(np.mean(losses)) if losses else None
-        return LocalResult(delta, self.num_examples, train_loss, time.perf_counter() - start)
+        return LocalResult(delta, self.num_examples, train_loss, time.perf_counter() - start, self.planned_events())
 
     def _proximal_hook(self) -> torch.utils.hooks.RemovableHandle:
         params = trainable(self.model)

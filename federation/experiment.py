@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode
+from dp.dpsgd import DPSGDConfig
+from dp.events import GaussianEvent
+from dp.ledger import PrivacyLedger
 from federation.data import DatasetName, load_dataset
 from federation.errors import ConfigError
 from federation.models import mlp
 from federation.partition import PartitionScheme, partition_dataset
+from federation.privacy import PrivacyBook
 from federation.server import Federation, FederationConfig
 from federation.strategy import Strategy
 from secagg.aggregation import Aggregator
@@ -31,9 +37,38 @@ class SecureMode(enum.Enum):
 
 
 class DPMode(enum.Enum):
-    """Where differential-privacy noise is added."""
+    """Where differential-privacy noise is added: in each client's SGD (example-level), by the server to the
+    aggregate, or by the clients as shares of the aggregate's noise (client-level)."""
 
     NONE = "none"
+    LOCAL = "local"
+    CENTRAL = "central"
+    DISTRIBUTED = "distributed"
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """``noise_multiplier`` or ``target_epsilon`` (then the multiplier that reaches it over the whole run is
+    computed); ``clip``: per-sample gradient norm (local) or update L2 norm (client-level)."""
+
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    clip: float = 1.0
+    delta: float = 1e-5
+    max_epsilon: float | None = None
+    secure_mode: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ConfigError("give exactly one of --noise-multiplier and --target-epsilon")
+        for name in ("noise_multiplier", "target_epsilon", "max_epsilon"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be positive, got {value}")
+        if not self.clip > 0:
+            raise ConfigError(f"clip must be positive, got {self.clip}")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +90,7 @@ class ExperimentConfig:
     seed: int = 0
     hidden: int = 64
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    privacy: PrivacySettings | None = None
 
     def __post_init__(self) -> None:
         if self.clients < 1:
@@ -72,6 +108,12 @@ class ExperimentConfig:
             self.masking.encoder(1, self.clients)  # refuses a ring too small for this many clients
         if self.secure is SecureMode.CKKS:
             CKKSParams(clip=self.masking.clip).check_clients(self.clients)
+        if (self.dp is DPMode.NONE) != (self.privacy is None):
+            raise ConfigError("--dp local|central|distributed needs --noise-multiplier or --target-epsilon"
+                              if self.privacy is None else "privacy settings given without --dp")
+        if self.dp is DPMode.DISTRIBUTED and self.secure is not SecureMode.CKKS:
+            raise ConfigError("--dp distributed needs --secure ckks: masking would need discrete Gaussian noise "
+                              "on the ring, which is not implemented yet; plaintext has nothing to distribute")
 
     def federation_config(self) -> FederationConfig:
         return FederationConfig(rounds=self.rounds, clients_per_round=self.clients_per_round,
@@ -85,6 +127,8 @@ class ExperimentConfig:
             if isinstance(value, enum.Enum):
                 d[key] = value.value
         d["strategy"] = {**asdict(self.strategy), "name": self.strategy.name.value}
+        if self.privacy is None:
+            d.pop("privacy")
         if self.secure is SecureMode.NONE:
             d.pop("masking")
         elif self.secure is SecureMode.CKKS:
@@ -111,9 +155,44 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
     run_info = config.describe()
     run_info.pop("rounds")
     shards = partition_dataset(data.train, config.clients, config.partition, alpha=config.alpha, seed=config.seed)
-    aggregator = make_aggregator(config, max_weight=float(max(len(s) for s in shards)))
+    client_level = config.dp in (DPMode.CENTRAL, DPMode.DISTRIBUTED)
+    # client-level DP weighs clients uniformly, so the public weight bound is 1
+    aggregator = make_aggregator(config, max_weight=1.0 if client_level else float(max(len(s) for s in shards)))
+    dp_sgd, book = None, None
+    if config.privacy is not None:
+        z = noise_multiplier(config, min(len(s) for s in shards))
+        book = PrivacyBook(PrivacyLedger(config.privacy.delta, config.privacy.max_epsilon), checkpoint_dir)
+        if config.dp is DPMode.LOCAL:
+            dp_sgd = DPSGDConfig(z, config.privacy.clip, config.privacy.secure_mode)
+        else:
+            mode = ClientLevelMode.CENTRAL if config.dp is DPMode.CENTRAL else ClientLevelMode.DISTRIBUTED
+            aggregator = ClientLevelDPAggregator(aggregator, ClientLevelDP(z, config.privacy.clip, mode,
+                                                                           max(2, config.min_clients)))
+            book.planned_population = (GaussianEvent(z),)
     federation = Federation(model, test_data=data.test, aggregator=aggregator, checkpoint_dir=checkpoint_dir,
-                            run_info={"experiment": run_info}, config=config.federation_config())
+                            run_info={"experiment": run_info}, config=config.federation_config(),
+                            privacy=book, dp_sgd=dp_sgd)
     for shard in shards:
         federation.add_client(DataLoader(shard, batch_size=config.batch_size, shuffle=True), optimizer)
     return federation
+
+
+def noise_multiplier(config: ExperimentConfig, smallest_client: int) -> float:
+    """The configured multiplier, or the one that reaches --target-epsilon after every round (RDP).
+
+    Local DP-SGD: the smallest client has the largest sampling rate and is the binding one. Client-level DP:
+    no sampling amplification is claimed (clients are drawn without replacement, not by Poisson sampling).
+    """
+    privacy = config.privacy
+    assert privacy is not None
+    if privacy.noise_multiplier is not None:
+        return privacy.noise_multiplier
+    from opacus.accountants.utils import get_noise_multiplier
+
+    if config.dp is DPMode.LOCAL:
+        rate = min(1.0, config.batch_size / smallest_client)
+        steps = config.rounds * config.local_epochs * math.ceil(1 / rate)
+    else:
+        rate, steps = 1.0, config.rounds
+    return float(get_noise_multiplier(target_epsilon=privacy.target_epsilon, target_delta=privacy.delta,
+                                      sample_rate=rate, steps=steps, accountant="rdp"))

@@ -47,6 +47,7 @@ class ClientReport:
     bytes_up: int = 0
     bytes_down: int = 0
     reason: str | None = None
+    events: tuple = ()
 
     @property
     def seconds(self) -> float:
@@ -145,6 +146,7 @@ class InProcessRuntime:
         report.examples = local.num_examples
         report.train_loss = local.train_loss
         report.train_seconds = local.seconds
+        report.events = local.events
 
     @staticmethod
     def _drop(report: ClientReport, stage: int) -> None:

@@ -19,12 +19,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dp.dpsgd import DPSGDConfig
 from dp.events import PrivacyEvent
 from federation import checkpoint
 from federation.client import FederatedClient, TrainFn, train_epoch
 from federation.errors import CheckpointError, ConfigError
 from federation.params import dimension, get_vector, set_vector
-from federation.runtime import ClientStatus, InProcessRuntime
+from federation.privacy import PrivacyBook
+from federation.runtime import ClientReport, ClientStatus, InProcessRuntime, RoundOutcome
 from federation.strategy import ServerOptimizer, Strategy
 from secagg.aggregation import Aggregator, RoundContext
 from secagg.plaintext import PlaintextAggregator
@@ -135,7 +137,7 @@ class Federation:
     def __init__(self, model: nn.Module, *, test_data: Dataset | None = None, aggregator: Aggregator | None = None,
                  loss_fn: nn.Module | None = None, checkpoint_dir: Path | str | None = None,
                  run_info: dict[str, Any] | None = None, config: FederationConfig | None = None,
-                 **settings: Any) -> None:
+                 privacy: PrivacyBook | None = None, dp_sgd: DPSGDConfig | None = None, **settings: Any) -> None:
         if config is not None and settings:
             raise ConfigError("pass either config or individual settings, not both")
         self.config = config or FederationConfig(**settings)
@@ -146,6 +148,7 @@ class Federation:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.run_info = run_info or {}
         self.runtime = InProcessRuntime()
+        self.privacy, self.dp_sgd = privacy, dp_sgd
         self.clients: dict[int, FederatedClient] = {}
         self.history: list[RoundRecord] = []
 
@@ -155,7 +158,8 @@ class Federation:
         client_id = len(self.clients)
         self.clients[client_id] = FederatedClient(
             model if model is not None else self.model, optimizer, loader, train_fn,
-            local_epochs=self.config.local_epochs, proximal_mu=self.config.strategy.client_proximal_mu)
+            local_epochs=self.config.local_epochs, proximal_mu=self.config.strategy.client_proximal_mu,
+            dp_sgd=self.dp_sgd)
         return client_id
 
     def fingerprint(self) -> dict[str, Any]:
@@ -179,7 +183,11 @@ class Federation:
         done = 0
         if resume:
             done, params = self._restore(optimizer, rng)
+            if self.privacy is not None:
+                self.privacy.resume()
         for r in range(done + 1, cfg.rounds + 1):
+            if self.privacy is not None and not self.privacy.population_allows_another_round():
+                break
             record, params = self._round(r, params, optimizer, rng, sample_size)
             self.history.append(record)
             set_vector(self.model, params)
@@ -220,9 +228,16 @@ class Federation:
         dropping = rng.choice(sampled, n_drop, replace=False) if n_drop else []
         # one uniform draw per dropout whatever the protocol, so every mode samples the same clients
         drop_stage = {int(c): int(rng.random() * self.aggregator.stages) for c in dropping}
-        ctx = RoundContext.new(r, sampled, params.size, cfg.min_clients)
-        seeds = {c: derive_seed(cfg.seed, r, c) for c in sampled}
-        outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, self.aggregator)
+        if self.privacy is not None:
+            sampled = self.privacy.admit(r, sampled, self.clients)
+        if not sampled:
+            outcome = RoundOutcome(None, "every sampled client declined: privacy budget", {}, 0.0)
+        else:
+            ctx = RoundContext.new(r, sampled, params.size, cfg.min_clients)
+            seeds = {c: derive_seed(cfg.seed, r, c) for c in sampled}
+            outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, self.aggregator)
+        if self.privacy is not None:
+            self.privacy.record(r, outcome)  # persisted before anything of this round is released
         server_seconds = outcome.server_seconds
         if outcome.result is not None:
             t0 = time.perf_counter()
@@ -233,7 +248,7 @@ class Federation:
             set_vector(self.model, params)
             loss, accuracy = evaluate(self.model, self.test_data, self.loss_fn)
         reports = list(outcome.clients.values())
-        active = [c for c in reports if c.status is not ClientStatus.DROPPED] or reports
+        active = [c for c in reports if c.status is not ClientStatus.DROPPED] or reports or [ClientReport(-1)]
         record = RoundRecord(
             round=r,
             status=RoundStatus.OK if outcome.result is not None else RoundStatus.ABORTED,
@@ -247,7 +262,8 @@ class Federation:
             bytes_down=float(np.mean([c.bytes_down for c in active])),
             client_seconds=float(np.mean([c.seconds for c in active])),
             server_seconds=server_seconds,
-            per_client=[{**asdict(c), "status": c.status.value} for c in reports],
+            per_client=[{**{k: v for k, v in asdict(c).items() if k != "events"}, "status": c.status.value,
+                         "privacy_events": [e.describe() for e in c.events]} for c in reports],
             privacy_events=[_describe_event(e) for e in outcome.events],
             abort_reason=outcome.abort_reason,
         )

@@ -1,0 +1,64 @@
+"""Example-level DP-SGD in a client through Opacus, around the user's own model, optimizer and DataLoader.
+
+The user's training step is unchanged: it receives Opacus's GradSampleModule, DPOptimizer and a
+Poisson-sampling DataLoader in place of its own objects. Each local epoch is one pass of Poisson sampling
+with rate q = batch_size / len(dataset); a round emits ``PoissonSampledGaussianEvent(z, q, steps)``, which the
+ledger composes with every earlier round of that client (it never resets). Noise comes from a torch
+generator seeded from ``os.urandom`` each round (a CSPRNG-backed torch generator, torchcsprng, is not
+available for this torch); ``secure_mode`` adds Opacus's defence against floating-point attacks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from opacus import GradSampleModule
+from opacus.data_loader import DPDataLoader
+from opacus.optimizers import DPOptimizer
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dp.errors import InvalidPrivacyParameter
+from dp.events import GaussianEvent, PoissonSampledGaussianEvent
+
+
+@dataclass(frozen=True)
+class DPSGDConfig:
+    noise_multiplier: float
+    max_grad_norm: float
+    secure_mode: bool = False
+
+    def __post_init__(self) -> None:
+        GaussianEvent(self.noise_multiplier)
+        if not self.max_grad_norm > 0:
+            raise InvalidPrivacyParameter(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+
+
+class PrivateTraining:
+    """Opacus objects for one client, built once and reused every round."""
+
+    _grad_sample_modules: dict[int, GradSampleModule] = {}
+
+    def __init__(self, config: DPSGDConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 loader: DataLoader) -> None:
+        self.config = config
+        key = id(model)
+        if key not in self._grad_sample_modules:  # clients sharing one model share one wrapper
+            self._grad_sample_modules[key] = GradSampleModule(model)
+        self.model = self._grad_sample_modules[key]
+        self.generator = torch.Generator()
+        self.loader = DPDataLoader.from_data_loader(loader, generator=self.generator)
+        self.sample_rate = self.loader.sample_rate
+        expected_batch = max(1, round(self.sample_rate * len(loader.dataset)))  # type: ignore[arg-type]
+        self.optimizer = DPOptimizer(optimizer, noise_multiplier=config.noise_multiplier,
+                                     max_grad_norm=config.max_grad_norm, expected_batch_size=expected_batch,
+                                     generator=self.generator, secure_mode=config.secure_mode)
+
+    def reseed(self) -> None:
+        self.generator.manual_seed(int.from_bytes(os.urandom(8), "big"))
+
+    def event(self, epochs: int) -> PoissonSampledGaussianEvent:
+        return PoissonSampledGaussianEvent(self.config.noise_multiplier, self.sample_rate,
+                                           epochs * len(self.loader))

@@ -1,0 +1,82 @@
+"""The round loop's privacy bookkeeping: budget checks before a round, the ledger after it.
+
+Per client: DP-SGD events of its local training, and the client-level events of every aggregate it
+contributed to. Population: the client-level events of every round (for example-level DP-SGD alone, the
+population's epsilon is the largest client's, since each example belongs to one client).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from dp.events import PrivacyEvent
+from dp.ledger import LEDGER_NAME, POPULATION, Party, PrivacyLedger, finite
+from federation.client import FederatedClient
+from federation.runtime import RoundOutcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrivacyBook:
+    """``planned_population`` are the client-level events a round is expected to emit (checked in advance)."""
+
+    ledger: PrivacyLedger
+    directory: Path | None = None
+    planned_population: tuple[PrivacyEvent, ...] = ()
+    declined: dict[int, list[int]] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path | None:
+        return self.directory / LEDGER_NAME if self.directory is not None else None
+
+    def resume(self) -> None:
+        """Continue the ledger on disk, if there is one: spent budget is never forgotten."""
+        if self.path is not None and self.path.exists():
+            on_disk = PrivacyLedger.load(self.path)
+            self.ledger = PrivacyLedger(self.ledger.delta, self.ledger.max_epsilon, on_disk.entries)
+
+    def population_allows_another_round(self) -> bool:
+        if self.planned_population and not self.ledger.within_budget(POPULATION, self.planned_population):
+            log.warning("population budget of epsilon=%s reached: stopping", self.ledger.max_epsilon)
+            return False
+        return True
+
+    def admit(self, round_index: int, sampled: tuple[int, ...], clients: Mapping[int, FederatedClient]
+              ) -> tuple[int, ...]:
+        """The sampled clients whose budget allows this round; the others decline (check-then-commit)."""
+        admitted, declined = [], []
+        for c in sampled:
+            planned = clients[c].planned_events() + self.planned_population
+            (admitted if self.ledger.within_budget(c, planned) else declined).append(c)
+        if declined:
+            log.warning("round %d: clients %s decline: over their privacy budget", round_index, declined)
+            self.declined[round_index] = declined
+        return tuple(admitted)
+
+    def record(self, round_index: int, outcome: RoundOutcome) -> None:
+        """Commit the round's releases to the ledger (persisted) before its result is released."""
+        spend: dict[Party, list[PrivacyEvent]] = {}
+        for c, report in outcome.clients.items():
+            if report.events:
+                spend.setdefault(c, []).extend(report.events)
+        if outcome.result is not None and outcome.events:
+            for c in outcome.result.contributors:
+                spend.setdefault(c, []).extend(outcome.events)  # type: ignore[arg-type]
+            spend[POPULATION] = list(outcome.events)  # type: ignore[arg-type]
+        self.ledger.commit(round_index, spend, self.path)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``privacy`` block of results.json."""
+        per_client = {str(p): finite(self.ledger.epsilon(p)) for p in self.ledger.parties() if p != POPULATION}
+        if POPULATION in self.ledger.parties():
+            population = finite(self.ledger.epsilon(POPULATION))
+        else:
+            values = [v for v in per_client.values() if v is not None]
+            population = max(values) if values else 0.0
+        return {"delta": self.ledger.delta, "epsilon_population": population, "per_client": per_client,
+                "max_epsilon": self.ledger.max_epsilon,
+                "declined": {str(r): cs for r, cs in self.declined.items()}}
