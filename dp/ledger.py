@@ -5,8 +5,11 @@ Each round's spend is checked against the budget first (check), then appended an
 A round that is re-run after a crash is recorded again: the first attempt's aggregate did reach the server,
 so counting both is the truthful (conservative) account.
 
-File format: ``{"version": 1, "delta": d, "max_epsilon": e | null, "entries": [{"round": r, "party":
-"population" | client id, "event": event description}]}``.
+File format (compact, so that 1000 clients x 1000 rounds stays small and fast to audit)::
+
+    {"version": 2, "delta": d, "max_epsilon": e | null,
+     "events": [event description, ...],              # each distinct event once
+     "entries": [[round, party, event index], ...]}   # party: a client id or "population"
 """
 
 from __future__ import annotations
@@ -15,73 +18,81 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Union
 
 from dp.accounting import RDPAccountant
 from dp.errors import InvalidPrivacyParameter
-from dp.events import PrivacyEvent, event_from_dict
+from dp.events import GaussianTerm, PrivacyEvent, event_from_dict
 
 POPULATION = "population"
 LEDGER_NAME = "ledger.json"
+FORMAT_VERSION = 2
 Party = Union[int, str]
 
 
-@dataclass
 class PrivacyLedger:
-    delta: float
-    max_epsilon: float | None = None
-    entries: list[dict[str, Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.delta < 1:
-            raise InvalidPrivacyParameter(f"delta must be in (0, 1), got {self.delta}")
-        if self.max_epsilon is not None and not self.max_epsilon > 0:
-            raise InvalidPrivacyParameter(f"max_epsilon must be positive, got {self.max_epsilon}")
-        self._accountants: dict[Party, RDPAccountant] = {}
-        for entry in self.entries:
-            self._account(entry["party"], event_from_dict(entry["event"]))
+    def __init__(self, delta: float, max_epsilon: float | None = None) -> None:
+        if not 0 < delta < 1:
+            raise InvalidPrivacyParameter(f"delta must be in (0, 1), got {delta}")
+        if max_epsilon is not None and not max_epsilon > 0:
+            raise InvalidPrivacyParameter(f"max_epsilon must be positive, got {max_epsilon}")
+        self.delta, self.max_epsilon = delta, max_epsilon
+        self.events: list[PrivacyEvent] = []
+        self._index: dict[PrivacyEvent, int] = {}
+        self.entries: list[tuple[int, Party, int]] = []
+        self._terms: dict[Party, Counter[tuple[float, float]]] = {}
 
     def epsilon(self, party: Party) -> float:
         """RDP epsilon at the ledger's delta spent so far by a client id or ``"population"``."""
-        accountant = self._accountants.get(party)
-        return accountant.epsilon(self.delta) if accountant else 0.0
+        return self.accountant(party).epsilon(self.delta)
+
+    def accountant(self, party: Party) -> RDPAccountant:
+        accountant = RDPAccountant()
+        accountant._terms = self._terms.get(party, Counter()).copy()
+        return accountant
+
+    def terms(self, party: Party) -> list[GaussianTerm]:
+        return self.accountant(party).terms
 
     def within_budget(self, party: Party, events: Iterable[PrivacyEvent]) -> bool:
         """Whether spending ``events`` keeps ``party`` within ``max_epsilon`` (always true without a budget)."""
         if self.max_epsilon is None:
             return True
-        trial = RDPAccountant()
-        for z, q, n in (self._accountants[party].terms if party in self._accountants else []):
-            trial._terms[(z, q)] += n
+        trial = self.accountant(party)
         for event in events:
             trial.compose(event)
         return trial.epsilon(self.delta) <= self.max_epsilon
 
     def commit(self, round_index: int, spend: Mapping[Party, Iterable[PrivacyEvent]], path: Path | None) -> None:
         """Record a round's releases and, with ``path``, persist the whole ledger atomically."""
-        new = [{"round": round_index, "party": party, "event": event.describe()}
-               for party, events in spend.items() for event in events]
-        for entry in new:
-            event_from_dict(entry["event"])  # validate everything before changing anything
-        for entry in new:
-            self._account(entry["party"], event_from_dict(entry["event"]))
-        self.entries.extend(new)
+        new = [(round_index, _party(party), event) for party, events in spend.items() for event in events]
+        for _, _, event in new:
+            RDPAccountant().compose(event)  # validate everything before changing anything
+        for r, party, event in new:
+            self._add(r, party, self._event_index(event))
         if path is not None:
             self.save(path)
 
     def parties(self) -> list[Party]:
-        return sorted(self._accountants, key=lambda p: (isinstance(p, str), p))
+        return sorted(self._terms, key=lambda p: (isinstance(p, str), p))
 
-    def accountant(self, party: Party) -> RDPAccountant:
-        return self._accountants.get(party, RDPAccountant())
+    def _event_index(self, event: PrivacyEvent) -> int:
+        if event not in self._index:
+            self._index[event] = len(self.events)
+            self.events.append(event)
+        return self._index[event]
 
-    def _account(self, party: Party, event: PrivacyEvent) -> None:
-        self._accountants.setdefault(party, RDPAccountant()).compose(event)
+    def _add(self, round_index: int, party: Party, index: int) -> None:
+        self.entries.append((round_index, party, index))
+        counter = self._terms.setdefault(party, Counter())
+        for z, q, n in self.events[index].terms():
+            counter[(z, q)] += n
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": 1, "delta": self.delta, "max_epsilon": self.max_epsilon, "entries": self.entries}
+        return {"version": FORMAT_VERSION, "delta": self.delta, "max_epsilon": self.max_epsilon,
+                "events": [e.describe() for e in self.events], "entries": [list(e) for e in self.entries]}
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -89,7 +100,7 @@ class PrivacyLedger:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f)
+                json.dump(self.to_dict(), f, separators=(",", ":"))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -101,11 +112,16 @@ class PrivacyLedger:
     def load(cls, path: Path) -> PrivacyLedger:
         try:
             data = json.loads(Path(path).read_text())
-            if data.get("version") != 1:
+            if data.get("version") != FORMAT_VERSION:
                 raise InvalidPrivacyParameter(f"unsupported ledger version {data.get('version')}")
-            entries = [{"round": int(e["round"]), "party": _party(e["party"]), "event": dict(e["event"])}
-                       for e in data["entries"]]
-            return cls(float(data["delta"]), data.get("max_epsilon"), entries)
+            ledger = cls(float(data["delta"]), data.get("max_epsilon"))
+            for description in data["events"]:
+                ledger._event_index(event_from_dict(description))
+            for r, party, index in data["entries"]:
+                if not (isinstance(r, int) and isinstance(index, int) and 0 <= index < len(ledger.events)):
+                    raise InvalidPrivacyParameter(f"bad ledger entry {[r, party, index]}")
+                ledger._add(r, _party(party), index)
+            return ledger
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise InvalidPrivacyParameter(f"unreadable ledger {path}: {err}") from None
 

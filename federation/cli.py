@@ -12,9 +12,11 @@ from typing import Sequence
 
 from dp.errors import DPError
 from federation.data import DatasetName
+from federation.audit_cli import add_parser as add_audit_parser
+from federation.audit_cli import audit_command
 from federation.bench.runner import BenchMode
 from federation.errors import ConfigError, FederationError
-from federation.experiment import DPMode, ExperimentConfig, SecureMode, build_federation
+from federation.experiment import DPMode, ExperimentConfig, PrivacySettings, SecureMode, build_federation
 from federation.partition import PartitionScheme
 from federation.report import plot_history, results_document, summary_table, write_results
 from federation.server import RoundRecord
@@ -64,11 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--secure mask: Shamir threshold, a count (3) or a fraction of the neighbours (0.5)")
     run.add_argument("--consistency-check", action="store_true",
                      help="--secure mask: Ed25519-signed keys and survivor lists (active-adversary variant)")
-    run.add_argument("--clip", type=float, default=masking.clip,
-                     help="--secure mask|ckks: each update coordinate is clipped to [-clip, clip] before encoding")
+    run.add_argument("--encode-clip", type=float, default=masking.clip,
+                     help="--secure mask|ckks: each update coordinate is clipped to [-c, c] before encoding")
     run.add_argument("--precision-bits", type=int, default=masking.precision_bits,
                      help="--secure mask: fixed-point levels per coordinate, as bits")
-    run.add_argument("--dp", choices=_choices(DPMode), default=DPMode.NONE.value)
+    run.add_argument("--dp", choices=_choices(DPMode), default=DPMode.NONE.value,
+                     help="local: DP-SGD in clients (Opacus); central: server adds noise to the aggregate; "
+                          "distributed: clients add noise shares (with --secure ckks)")
+    run.add_argument("--noise-multiplier", type=float, default=None, help="--dp: Gaussian noise multiplier z")
+    run.add_argument("--target-epsilon", type=float, default=None,
+                     help="--dp: choose z so that the whole run spends this epsilon (RDP) at --delta")
+    run.add_argument("--clip", type=float, default=1.0,
+                     help="--dp: per-sample gradient norm (local) or update L2 norm (central, distributed)")
+    run.add_argument("--delta", type=float, default=1e-5, help="--dp: delta of (epsilon, delta)-DP")
+    run.add_argument("--max-epsilon", type=float, default=None,
+                     help="--dp: budget: clients decline rounds that would exceed it; the server stops when the "
+                          "population's would")
+    run.add_argument("--secure-mode", action="store_true", help="--dp local: Opacus's secure noise generation")
     run.add_argument("--dropout", type=float, default=d.dropout, help="fraction of sampled clients dropping per round")
     run.add_argument("--min-clients", type=int, default=d.min_clients, help="fewest contributions to release a round")
     run.add_argument("--seed", type=int, default=d.seed)
@@ -89,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also train the default job in each mode and compare round times and accuracy")
     bench.add_argument("--rounds", type=int, default=20, help="rounds of the --end-to-end job")
     bench.add_argument("--quiet", action="store_true")
+    add_audit_parser(commands)
     return parser
 
 
@@ -113,14 +128,19 @@ def _list(parse):
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     strategy = Strategy(StrategyName(args.strategy), server_lr=args.server_lr, proximal_mu=args.mu)
+    privacy = None
+    if DPMode(args.dp) is not DPMode.NONE:
+        privacy = PrivacySettings(args.noise_multiplier, args.target_epsilon, args.clip, args.delta,
+                                  args.max_epsilon, args.secure_mode)
     return ExperimentConfig(
         dataset=DatasetName(args.dataset), clients=args.clients, clients_per_round=args.clients_per_round,
         rounds=args.rounds, local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
         partition=PartitionScheme(args.partition), alpha=args.alpha, strategy=strategy,
         secure=SecureMode(args.secure), dp=DPMode(args.dp), dropout=args.dropout, min_clients=args.min_clients,
         seed=args.seed, masking=MaskingConfig(neighbors=args.neighbors, threshold=args.threshold,
-                                              consistency_check=args.consistency_check, clip=args.clip,
-                                              precision_bits=args.precision_bits))
+                                              consistency_check=args.consistency_check, clip=args.encode_clip,
+                                              precision_bits=args.precision_bits),
+        privacy=privacy)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -138,19 +158,29 @@ def run_command(args: argparse.Namespace) -> int:
         acc = "-" if record.accuracy is None else f"{record.accuracy:.4f}"
         bar.set_postfix(acc=acc, dropped=len(record.dropped), refresh=False)
         bar.refresh()
-        write_results(out, results_document(config.describe(), federation.history, time.perf_counter() - started))
+        write_results(out, document())
+
+    def document() -> dict:
+        doc = results_document(config.describe(), federation.history, time.perf_counter() - started)
+        if federation.privacy is not None:
+            doc["privacy"] = federation.privacy.summary()
+        return doc
 
     try:
         history = federation.run(resume=args.resume, on_round=on_round)
     finally:
         bar.close()
-    write_results(out, results_document(config.describe(), history, time.perf_counter() - started))
+    write_results(out, document())
     plot_history(out, history)
     if not args.quiet:
         print(summary_table(history))
         last = history[-1]
         print(f"\nfinal accuracy {last.accuracy:.4f}, loss {last.loss:.4f} after {len(history)} rounds; "
               f"results in {out}")
+        if federation.privacy is not None:
+            p = federation.privacy.summary()
+            print(f"privacy: population epsilon {p['epsilon_population']} at delta {p['delta']} "
+                  f"(secagg audit {out / 'ledger.json'})")
     return 0
 
 
@@ -193,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "audit":
+            return audit_command(args)
         return bench_command(args) if args.command == "bench" else run_command(args)
     except (FederationError, SecAggError, DPError) as err:
         print(f"secagg: error: {err}", file=sys.stderr)

@@ -37,7 +37,8 @@ class PrivacyBook:
         """Continue the ledger on disk, if there is one: spent budget is never forgotten."""
         if self.path is not None and self.path.exists():
             on_disk = PrivacyLedger.load(self.path)
-            self.ledger = PrivacyLedger(self.ledger.delta, self.ledger.max_epsilon, on_disk.entries)
+            on_disk.delta, on_disk.max_epsilon = self.ledger.delta, self.ledger.max_epsilon
+            self.ledger = on_disk
 
     def population_allows_another_round(self) -> bool:
         if self.planned_population and not self.ledger.within_budget(POPULATION, self.planned_population):

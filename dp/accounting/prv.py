@@ -7,16 +7,23 @@ import warnings
 from opacus.accountants import PRVAccountant as OpacusPRV
 
 from dp.accounting.base import Accountant
+from dp.accounting.rdp import RDPAccountant
 
 
 class PRVAccountant(Accountant):
-    def __init__(self, eps_error: float = 0.01) -> None:
+    """``relative_error``: the PRV discretization error allowed, as a fraction of the RDP epsilon (an upper
+    bound of the PRV one), and at least 0.01 absolute. The domain, and so the time, grows as it shrinks."""
+
+    def __init__(self, relative_error: float = 0.002) -> None:
         super().__init__()
-        self.eps_error = eps_error
+        self.relative_error = relative_error
 
     def _epsilon(self, delta: float) -> float:
+        rdp = RDPAccountant()
+        rdp._terms = self._terms.copy()
+        eps_error = max(0.01, self.relative_error * rdp.epsilon(delta))
         accountant = OpacusPRV()
         accountant.history = [(z, q, n) for z, q, n in self.terms]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return float(accountant.get_epsilon(delta=delta, eps_error=self.eps_error))
+            return float(accountant.get_epsilon(delta=delta, eps_error=eps_error))

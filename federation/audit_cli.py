@@ -1,0 +1,88 @@
+"""``secagg audit``: epsilon per client and for the population from a run's ledger, or for ad hoc parameters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dp.audit import ad_hoc, audit, epsilon_per_round
+from dp.errors import InvalidPrivacyParameter
+from dp.ledger import POPULATION, PrivacyLedger
+from federation.errors import ConfigError
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("audit", help="audit a run's privacy ledger, or ad hoc DP-SGD parameters")
+    p.add_argument("ledger", nargs="?", type=Path, help="a run's ledger.json (or its directory)")
+    p.add_argument("--delta", type=float, default=None, help="delta to report at (default: the ledger's)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--no-prv", action="store_true", help="skip the PRV accountant")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of epsilon per round (default: beside the ledger)")
+    p.add_argument("--noise-multiplier", type=float, help="ad hoc: noise multiplier z")
+    p.add_argument("--sample-rate", type=float, help="ad hoc: Poisson sampling rate q")
+    p.add_argument("--steps", type=int, help="ad hoc: number of steps T")
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    ad_hoc_args = (args.noise_multiplier, args.sample_rate, args.steps)
+    if args.ledger is None:
+        if any(a is None for a in ad_hoc_args) or args.delta is None:
+            raise ConfigError("give a ledger, or all of --noise-multiplier, --sample-rate, --steps and --delta")
+        try:
+            result = ad_hoc(*ad_hoc_args, args.delta)
+        except InvalidPrivacyParameter as err:
+            raise ConfigError(str(err)) from None
+        print(json.dumps(result) if args.json else
+              f"epsilon at delta={args.delta}: RDP {result['epsilon']['rdp']:.4f}, PRV {result['epsilon']['prv']:.4f}")
+        return 0
+    path = args.ledger / "ledger.json" if args.ledger.is_dir() else args.ledger
+    ledger = PrivacyLedger.load(path)
+    report = audit(ledger, delta=args.delta, prv=not args.no_prv)
+    plot = args.plot or path.with_name("epsilon.png")
+    _plot(ledger, plot, args.delta)
+    report["plot"] = str(plot)
+    print(json.dumps(report, indent=2) if args.json else _table(report))
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _table(report: dict) -> str:
+    rows = [("party", "eps RDP", "eps PRV", "rounds", "steps", "noise z")]
+    entries = [("population", report["population"])] if report["population"] else []
+    entries += sorted(report["clients"].items(), key=lambda kv: int(kv[0]))
+    for name, r in entries:
+        rows.append((name, _fmt(r["epsilon_rdp"]), _fmt(r["epsilon_prv"]), str(r["rounds"]), str(r["steps"]),
+                     ",".join(f"{z:.3g}" for z in r["noise_multipliers"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return f"delta = {report['delta']}\n" + "\n".join(lines) + f"\nplot: {report['plot']}"
+
+
+def _plot(ledger: PrivacyLedger, path: Path, delta: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    parties = ledger.parties()
+    shown = [POPULATION] if POPULATION in parties else []
+    clients = [p for p in parties if p != POPULATION]
+    if clients:
+        shown.append(max(clients, key=ledger.epsilon))  # the client that spent most
+    for party in shown:
+        points = epsilon_per_round(ledger, party, delta)
+        if points:
+            label = "population" if party == POPULATION else f"client {party} (largest)"
+            ax.plot(*zip(*points), marker=".", label=label)
+    ax.set(xlabel="round", ylabel="epsilon (RDP)", title="Privacy spent per round")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
