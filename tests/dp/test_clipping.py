@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode, clip_l2
+from dp.errors import InvalidPrivacyParameter
+from dp.events import DistributedGaussianEvent, GaussianEvent
+from secagg.aggregation import AggregateResult
+from secagg.plaintext import PlaintextAggregator
+
+from tests.secagg.driver import run_round
+
+
+class Recording(PlaintextAggregator):
+    """A fake inner aggregator that proves the wrapper delegated: it keeps what clients handed it."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def client_session(self, ctx, client_id, update, weight):
+        self.seen[client_id] = (update.copy(), weight)
+        return super().client_session(ctx, client_id, update, weight)
+
+
+def test_clip_l2():
+    x = np.array([3.0, 4.0], np.float32)
+    np.testing.assert_allclose(clip_l2(x, 1.0), [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(clip_l2(x, 10.0), x)
+
+
+def test_central_mode_clips_weighs_uniformly_and_noises_the_aggregate():
+    inner = Recording()
+    agg = ClientLevelDPAggregator(inner, ClientLevelDP(noise_multiplier=2.0, clip=0.5))
+    updates = {c: np.full(20000, 10.0, np.float32) for c in range(4)}
+    _, result = run_round(agg, updates, weights={c: 100.0 * (c + 1) for c in updates})
+    for update, weight in inner.seen.values():
+        assert np.linalg.norm(update) == pytest.approx(0.5, rel=1e-4) and weight == 1.0
+    clipped = 0.5 / np.sqrt(20000)
+    noise = result.mean - clipped
+    assert abs(noise.mean()) < 0.01
+    assert noise.std() == pytest.approx(2.0 * 0.5 / 4, rel=0.05)  # z C / k on the mean
+    assert result.events == (GaussianEvent(2.0),)
+
+
+def test_distributed_mode_noises_on_the_clients_and_accounts_for_survivors():
+    inner = Recording()
+    agg = ClientLevelDPAggregator(inner, ClientLevelDP(1.0, 1.0, ClientLevelMode.DISTRIBUTED, min_clients=4))
+    updates = {c: np.zeros(20000, np.float32) for c in range(6)}
+    _, result = run_round(agg, updates, drop_stage={5: 0})
+    for update, _ in inner.seen.values():
+        assert update.std() == pytest.approx(1.0 / 2, rel=0.05)  # z C / sqrt(min_clients)
+    assert result.events == (DistributedGaussianEvent(1.0, 5, 4),)
+    assert (result.mean * 5).std() == pytest.approx(np.sqrt(5) * 0.5, rel=0.05)
+
+
+def test_settings_are_validated():
+    with pytest.raises(InvalidPrivacyParameter):
+        ClientLevelDP(0.0, 1.0)
+    with pytest.raises(InvalidPrivacyParameter):
+        ClientLevelDP(1.0, 0.0)
