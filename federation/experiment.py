@@ -190,8 +190,8 @@ def noise_multiplier(config: ExperimentConfig, smallest_client: int) -> float:
     from opacus.accountants.utils import get_noise_multiplier
 
     if config.dp is DPMode.LOCAL:
-        rate = min(1.0, config.batch_size / smallest_client)
-        steps = config.rounds * config.local_epochs * math.ceil(1 / rate)
+        batches = math.ceil(smallest_client / config.batch_size)  # Opacus samples at rate 1 / batches
+        rate, steps = 1.0 / batches, config.rounds * config.local_epochs * batches
     else:
         rate, steps = 1.0, config.rounds
     return float(get_noise_multiplier(target_epsilon=privacy.target_epsilon, target_delta=privacy.delta,
