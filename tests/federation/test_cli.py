@@ -73,7 +73,9 @@ def test_progress_and_summary_table(tmp_path):
     (["--clients", "2000"], "cannot give"),
     (["--secure", "mask", "--threshold", "0"], "threshold must be at least 1"),
     (["--secure", "mask", "--neighbors", "-2"], "neighbors must be non-negative"),
-    (["--secure", "mask", "--clip", "0"], "clip must be finite and positive"),
+    (["--secure", "mask", "--encode-clip", "0"], "clip must be finite and positive"),
+    (["--dp", "central"], "needs --noise-multiplier"),
+    (["--dp", "central", "--noise-multiplier", "1", "--clip", "0"], "clip must be positive"),
     (["--secure", "mask", "--precision-bits", "60"], "precision_bits"),
 ])
 def test_bad_options_exit_non_zero_without_traceback(tmp_path, args, message):
