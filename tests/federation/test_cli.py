@@ -74,7 +74,7 @@ def test_progress_and_summary_table(tmp_path):
     (["--secure", "mask", "--threshold", "0"], "threshold must be at least 1"),
     (["--secure", "mask", "--neighbors", "-2"], "neighbors must be non-negative"),
     (["--secure", "mask", "--encode-clip", "0"], "clip must be finite and positive"),
-    (["--dp", "central"], "needs --noise-multiplier"),
+    (["--dp", "central"], "give exactly one of --noise-multiplier and --target-epsilon"),
     (["--dp", "central", "--noise-multiplier", "1", "--clip", "0"], "clip must be positive"),
     (["--secure", "mask", "--precision-bits", "60"], "precision_bits"),
 ])
