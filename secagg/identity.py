@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from secagg.primitives.keys import SigningKey
+from secagg.errors import AuthenticationError
+from secagg.primitives.keys import PUBLIC_KEY_BYTES, SigningKey
 
 
 class IdentityRegistry:
@@ -16,12 +17,24 @@ class IdentityRegistry:
         self._keys: dict[int, SigningKey] = {}
         self.directory: dict[int, bytes] = {}
 
+    def register(self, client: int, public_key: bytes) -> None:
+        """Record the public identity key of a client that holds its signing key itself (a remote client)."""
+        if len(public_key) != PUBLIC_KEY_BYTES:
+            raise AuthenticationError(f"identity key of client {client} is {len(public_key)} bytes, "
+                                      f"not {PUBLIC_KEY_BYTES}")
+        if self.directory.get(client, public_key) != public_key:
+            raise AuthenticationError(f"client {client} is already enrolled with another identity key")
+        self.directory[client] = bytes(public_key)
+
     def enrol(self, clients: Iterable[int]) -> None:
+        """Create identity keys for clients this registry has not seen (the in-process simulation's PKI)."""
         for c in clients:
-            if c not in self._keys:
+            if c not in self.directory:
                 self._keys[c] = SigningKey.generate()
                 self.directory[c] = self._keys[c].public_bytes()
 
     def signing_key(self, client: int) -> SigningKey:
         self.enrol([client])
+        if client not in self._keys:
+            raise AuthenticationError(f"client {client} keeps its own signing key: this registry has none")
         return self._keys[client]

@@ -52,6 +52,8 @@ class MessageKind(enum.IntEnum):
     MASK_UNMASK_REQUEST = 17
     MASK_UNMASK_SHARES = 18
     CKKS_UPDATE = 20
+    CKKS_DECRYPT_REQUEST = 21
+    CKKS_RELEASE = 22
 
 
 _DTYPE_CODES: dict[int, np.dtype] = {

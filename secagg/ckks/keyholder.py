@@ -21,6 +21,7 @@ from secagg.ckks.signing import contribution_payload
 from secagg.errors import AuthenticationError, DecryptionRefused, MessageError
 from secagg.primitives.keys import verify_signature
 from secagg.primitives.prg import secure_gaussian
+from secagg.wire import SESSION_BYTES, BodyReader, BodyWriter
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,38 @@ class KeyHolder:
             raise DecryptionRefused("a key holder that decrypts a single contribution protects nothing")
         self.params, self.directory, self.min_clients = params, directory, min_clients
         self._context = params.context()
-        keygen = seal.KeyGenerator(self._context)
+        self._keygen(seal.KeyGenerator(self._context))
+        self._decrypted: set[tuple[bytes, int]] = set()
+
+    def _keygen(self, keygen: seal.KeyGenerator) -> None:
         self.__secret_key = keygen.secret_key()
         public_key = seal.PublicKey()
         keygen.create_public_key(public_key)
         self.public_key = seal_io.dump(public_key)
-        self._public = PublicContext(params, self.public_key)
+        self._public = PublicContext(self.params, self.public_key)
         self._decryptor = seal.Decryptor(self._context, self.__secret_key)
-        self._decrypted: set[tuple[bytes, int]] = set()
+
+    def suspend(self) -> bytes:
+        """The secret key and the rounds already decrypted, for the key holder's own storage only."""
+        w = BodyWriter().blob(seal_io.dump(self.__secret_key)).u32(len(self._decrypted))
+        for session, round_index in sorted(self._decrypted):
+            w.raw(session).u32(round_index)
+        return w.to_bytes()
+
+    @classmethod
+    def resume(cls, state: bytes, params: CKKSParams, directory: dict[int, bytes], *,
+               min_clients: int = 2) -> KeyHolder:
+        """The key holder :meth:`suspend` saved (same parameters); a new public key is derived from its secret."""
+        self = cls.__new__(cls)
+        self.params, self.directory, self.min_clients = params, directory, min_clients
+        self._context = params.context()
+        reader = BodyReader(state)
+        secret = seal_io.load(seal.SecretKey, reader.blob(), self._context, what="secret key")
+        self._keygen(seal.KeyGenerator(self._context, secret))
+        self._decrypted = {(reader.raw(SESSION_BYTES), reader.u32())
+                           for _ in range(reader.count(max_count=1 << 24))}
+        reader.finish()
+        return self
 
     def decrypt(self, request: DecryptionRequest) -> Release:
         self._check_policy(request)

@@ -10,6 +10,10 @@ Stages (Bonawitz et al. 2017, section 4; SecAgg+ neighbourhoods of Bell et al. 2
 3. (consistency check only) sign the survivor list.
 4. unmask request: check the survivor list, then reveal for each neighbour either its b share (it
    survived) or its s_sk share (it dropped), never both; then refuse every later message.
+
+A runtime that cannot keep the object alive between stages (a Flower ClientApp runs once per message)
+stores :meth:`MaskingClient.suspend` in the client's own node state and rebuilds the session with
+:meth:`MaskingClient.resume`. The suspended state holds the client's secrets: it never leaves the node.
 """
 
 from __future__ import annotations
@@ -61,6 +65,44 @@ class MaskingClient:
         self._pair_seeds: dict[int, bytes] = {}
         self._aead_keys: dict[int, bytes] = {}
         self._survivors: tuple[int, ...] = ()
+
+    def suspend(self) -> bytes:
+        """The session's whole state (secrets included), for the client's own storage between stages."""
+        w = BodyWriter().u8(self._state.value).raw(self._c.private_bytes()).raw(self._s.private_bytes())
+        w.u32(self._threshold)
+        for ids in (self._advertised, self._neighbours, self._survivors):
+            w.raw(msg.write_ids(tuple(sorted(ids)) if isinstance(ids, frozenset) else ids).to_bytes())
+        for table in (self._partners, self._pair_seeds, self._aead_keys):
+            w.u32(len(table))
+            for v, value in sorted(table.items()):
+                w.u32(v).blob(value)
+        w.blob(getattr(self, "_seed", b""))
+        return w.array(self._encoded).to_bytes()
+
+    @classmethod
+    def resume(cls, state: bytes, ctx: RoundContext, client_id: int, config: MaskingConfig,
+               encoder: FixedPointEncoder, identity: SigningKey | None, directory: dict[int, bytes]) -> MaskingClient:
+        """The session :meth:`suspend` saved; ``ctx`` and the settings must be the ones it was created with."""
+        self = cls.__new__(cls)
+        self.ctx, self.id, self.config, self.encoder = ctx, client_id, config, encoder
+        self.identity, self.directory = identity, directory
+        r = BodyReader(state)
+        try:
+            self._state = _State(r.u8())
+        except ValueError:
+            raise ProtocolError("suspended masking session has an unknown state") from None
+        self._c, self._s = AgreementKey.from_private_bytes(r.raw(32)), AgreementKey.from_private_bytes(r.raw(32))
+        self._threshold = r.u32()
+        self._advertised, self._neighbours = frozenset(msg.read_ids(r)), frozenset(msg.read_ids(r))
+        self._survivors = msg.read_ids(r)
+        self._partners, self._pair_seeds, self._aead_keys = ({r.u32(): r.blob() for _ in range(r.count(
+            max_count=msg.MAX_PARTIES))} for _ in range(3))
+        self._seed = r.blob(max_len=SEED_BYTES)
+        length = 0 if self._state in (_State.MASKED, _State.SIGNED, _State.DONE) else encoder.length
+        self._encoded = r.array(dtype=encoder.dtype, shape=(length,))
+        self._keys = {}
+        r.finish()
+        return self
 
     def start(self) -> bytes:
         self._expect(_State.NEW)
@@ -144,7 +186,7 @@ class MaskingClient:
         self._state = _State.MASKED
         self._pair_seeds = {}
         body = BodyWriter().array(masked).to_bytes()
-        self._encoded = np.empty(0)
+        self._encoded = np.empty(0, dtype=self.encoder.dtype)
         return self._send(MessageKind.MASK_INPUT, body)
 
     # stage 3 (consistency check)

@@ -79,6 +79,16 @@ class SigningKey:
     def generate(cls) -> SigningKey:
         return cls(Ed25519PrivateKey.generate())
 
+    @classmethod
+    def from_private_bytes(cls, data: bytes) -> SigningKey:
+        if len(data) != PRIVATE_KEY_BYTES:
+            raise AuthenticationError(f"an Ed25519 private key is {PRIVATE_KEY_BYTES} bytes, got {len(data)}")
+        return cls(Ed25519PrivateKey.from_private_bytes(data))
+
+    def private_bytes(self) -> bytes:
+        """The raw private key, for the owner's own storage only."""
+        return self.private.private_bytes(_RAW, _RAW_PRIV, _NO_ENC)
+
     def public_bytes(self) -> bytes:
         return self.private.public_key().public_bytes(_RAW, _RAW_PUB)
 

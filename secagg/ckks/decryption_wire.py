@@ -1,0 +1,65 @@
+"""The aggregator <-> key holder messages, for a key holder that runs as its own party on another machine.
+
+``CKKS_DECRYPT_REQUEST`` (aggregator -> key holder, sender ``SERVER_ID``) body: ``u32 length`` (reals),
+``u32 n``, ``n x blob`` summed ciphertexts, ``u32 m``, ``m x (u32 client, digest[32], signature[64])``.
+``CKKS_RELEASE`` (key holder -> aggregator) body: ``array<f8>[length - 1]`` flooded weighted sum, ``f64``
+total weight fraction. Both carry the round's session and round index in the envelope.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from secagg.ckks.keyholder import Contribution, DecryptionRequest, Release
+from secagg.errors import MessageError
+from secagg.primitives.keys import SIGNATURE_BYTES
+from secagg.wire import SERVER_ID, BodyReader, BodyWriter, Envelope, MessageKind
+
+KEY_HOLDER_ID = 0xFFFFFFFE
+_DIGEST_BYTES = 32
+_MAX_CIPHERTEXT = 1 << 22
+_MAX_CIPHERTEXTS = 1 << 16
+_MAX_CONTRIBUTORS = 1 << 20
+
+
+def encode_request(request: DecryptionRequest) -> bytes:
+    body = BodyWriter().u32(request.length).u32(len(request.ciphertexts))
+    for c in request.ciphertexts:
+        body.blob(c)
+    body.u32(len(request.record))
+    for c in request.record:
+        body.u32(c.client).raw(c.digest).raw(c.signature)
+    return Envelope(MessageKind.CKKS_DECRYPT_REQUEST, request.session, request.round, SERVER_ID,
+                    body.to_bytes()).to_bytes()
+
+
+def decode_request(message: bytes) -> DecryptionRequest:
+    env = Envelope.from_bytes(message).expect(MessageKind.CKKS_DECRYPT_REQUEST)
+    if env.sender != SERVER_ID:
+        raise MessageError(f"decryption request from {env.sender}, not from the aggregator")
+    r = BodyReader(env.body)
+    length = r.u32()
+    ciphertexts = tuple(r.blob(max_len=_MAX_CIPHERTEXT) for _ in range(r.count(max_count=_MAX_CIPHERTEXTS)))
+    record = tuple(Contribution(r.u32(), r.raw(_DIGEST_BYTES), r.raw(SIGNATURE_BYTES))
+                   for _ in range(r.count(max_count=_MAX_CONTRIBUTORS)))
+    r.finish()
+    return DecryptionRequest(bytes(env.session), env.round, length, ciphertexts, record)
+
+
+def encode_release(request: DecryptionRequest, release: Release) -> bytes:
+    body = BodyWriter().array(np.asarray(release.weighted_sum, dtype=np.float64)).f64(release.weight).to_bytes()
+    return Envelope(MessageKind.CKKS_RELEASE, request.session, request.round, KEY_HOLDER_ID, body).to_bytes()
+
+
+def decode_release(request: DecryptionRequest, message: bytes) -> Release:
+    """The key holder's answer to ``request``, checked against it (kind, session, round, length, finiteness)."""
+    env = Envelope.from_bytes(message).expect(MessageKind.CKKS_RELEASE)
+    if (env.session, env.round, env.sender) != (request.session, request.round, KEY_HOLDER_ID):
+        raise MessageError("release does not answer this round's decryption request")
+    r = BodyReader(env.body)
+    weighted_sum = r.array(dtype="f8", shape=(request.length - 1,))
+    weight = r.f64()
+    r.finish()
+    if not (np.isfinite(weighted_sum).all() and np.isfinite(weight)):
+        raise MessageError("released aggregate has NaN or infinite values")
+    return Release(weighted_sum, weight)
