@@ -12,13 +12,13 @@ import enum
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
 from federation.client import FederatedClient, LocalResult
 from federation.messages import decode_broadcast, encode_broadcast
-from secagg.aggregation import AggregateResult, Aggregator, ClientSession, RoundContext
+from secagg.aggregation import AggregateResult, Aggregator, ClientSession, RoundContext, ServerSession
 from secagg.errors import AggregationAborted, AuthenticationError, MessageError, ProtocolError, UpdateRejected
 
 # What a single client's bad message or update raises: that client is excluded, the round goes on.
@@ -26,6 +26,8 @@ from secagg.errors import AggregationAborted, AuthenticationError, MessageError,
 CLIENT_FAULTS = (MessageError, ProtocolError, UpdateRejected, AuthenticationError)
 
 log = logging.getLogger(__name__)
+
+Exchange = Callable[[int, dict[int, bytes]], dict[int, bytes]]
 
 
 class ClientStatus(enum.Enum):
@@ -65,6 +67,14 @@ class RoundOutcome:
     events: list[object] = field(default_factory=list)
 
 
+class Runtime(Protocol):
+    """Moves one round's messages between the server session and the sampled clients."""
+
+    def run_round(self, ctx: RoundContext, params: np.ndarray, clients: Mapping[int, Any],
+                  seeds: Mapping[int, int], drop_stage: Mapping[int, int], aggregator: Aggregator) -> RoundOutcome:
+        ...
+
+
 class InProcessRuntime:
     """Runs every party in this process, one after another."""
 
@@ -87,72 +97,85 @@ class InProcessRuntime:
             report = reports[c]
             report.bytes_down += len(broadcast)
             if drop_stage.get(c) == 0:
-                self._drop(report, 0)
+                mark_dropped(report, 0)
                 continue
             try:
                 local = clients[c].fit(decode_broadcast(ctx, broadcast), seeds[c])
-                self._record_training(report, local)
+                record_training(report, local.num_examples, local.train_loss, local.seconds, local.events)
                 t0 = time.perf_counter()
                 sessions[c] = aggregator.client_session(ctx, c, local.delta, float(local.num_examples))
                 uploads[c] = sessions[c].start()
                 report.protocol_seconds += time.perf_counter() - t0
             except CLIENT_FAULTS as err:
-                self._reject(report, err)
+                mark_rejected(report, err)
 
-        server = aggregator.server_session(ctx)
-        stage = 0
-        while True:
-            t0 = time.perf_counter()
-            for c, message in uploads.items():
-                reports[c].bytes_up += len(message)
-                try:
-                    server.collect(c, message)
-                except CLIENT_FAULTS as err:
-                    self._reject(reports[c], err)
-                    sessions.pop(c, None)
-            replies = server.close_stage()
-            server_seconds += time.perf_counter() - t0
-            if server.finished:
-                break
-            stage += 1
-            uploads = {}
-            for c, message in replies.items():
-                reports[c].bytes_down += len(message)
+        def exchange(stage: int, messages: dict[int, bytes]) -> dict[int, bytes]:
+            answers = {}
+            for c, message in messages.items():
                 if c not in sessions:
                     continue
                 if drop_stage.get(c) == stage:
-                    self._drop(reports[c], stage)
+                    mark_dropped(reports[c], stage)
                     sessions.pop(c)
                     continue
                 t0 = time.perf_counter()
                 try:
-                    uploads[c] = sessions[c].handle(message)
+                    answers[c] = sessions[c].handle(message)
                 except CLIENT_FAULTS as err:
-                    self._reject(reports[c], err)
+                    mark_rejected(reports[c], err)
                     sessions.pop(c)
                 reports[c].protocol_seconds += time.perf_counter() - t0
+            return answers
 
+        result, reason, seconds = drive_stages(ctx, aggregator.server_session(ctx), uploads, reports, exchange)
+        return RoundOutcome(result, reason, reports, server_seconds + seconds, list(result.events) if result else [])
+
+
+def drive_stages(ctx: RoundContext, server: ServerSession, uploads: dict[int, bytes],
+                 reports: dict[int, ClientReport], exchange: Exchange) -> tuple[AggregateResult | None, str | None, float]:
+    """The server's side of the aggregation stages, whatever carries the messages.
+
+    ``uploads`` are the clients' first uploads; ``exchange(stage, messages)`` delivers the server's messages
+    of ``stage`` and returns the answers of the clients that gave one. Returns the aggregate (or None and
+    why not) and the server's seconds.
+    """
+    server_seconds = 0.0
+    stage = 0
+    while True:
         t0 = time.perf_counter()
-        try:
-            result, reason = server.result(), None
-        except AggregationAborted as err:
-            result, reason = None, str(err)
-            log.warning("round %d aborted: %s", ctx.round, err)
+        for c, message in uploads.items():
+            reports[c].bytes_up += len(message)
+            try:
+                server.collect(c, message)
+            except CLIENT_FAULTS as err:
+                mark_rejected(reports[c], err)
+        replies = server.close_stage()
         server_seconds += time.perf_counter() - t0
-        return RoundOutcome(result, reason, reports, server_seconds, list(result.events) if result else [])
+        if server.finished:
+            break
+        stage += 1
+        for c, message in replies.items():
+            reports[c].bytes_down += len(message)
+        uploads = exchange(stage, {c: m for c, m in replies.items() if reports[c].status is ClientStatus.OK})
+    t0 = time.perf_counter()
+    try:
+        result, reason = server.result(), None
+    except AggregationAborted as err:
+        result, reason = None, str(err)
+        log.warning("round %d aborted: %s", ctx.round, err)
+    return result, reason, server_seconds + time.perf_counter() - t0
 
-    @staticmethod
-    def _record_training(report: ClientReport, local: LocalResult) -> None:
-        report.examples = local.num_examples
-        report.train_loss = local.train_loss
-        report.train_seconds = local.seconds
-        report.events = local.events
 
-    @staticmethod
-    def _drop(report: ClientReport, stage: int) -> None:
-        report.status, report.reason = ClientStatus.DROPPED, f"dropped before stage {stage}"
+def record_training(report: ClientReport, examples: int, loss: float | None, seconds: float,
+                    events: tuple = ()) -> None:
+    report.examples, report.train_loss, report.train_seconds, report.events = examples, loss, seconds, events
 
-    @staticmethod
-    def _reject(report: ClientReport, err: Exception) -> None:
-        report.status, report.reason = ClientStatus.REJECTED, f"{type(err).__name__}: {err}"
-        log.warning("client %d rejected: %s", report.client, report.reason)
+
+def mark_dropped(report: ClientReport, stage: int) -> None:
+    report.status, report.reason = ClientStatus.DROPPED, f"dropped before stage {stage}"
+
+
+def mark_rejected(report: ClientReport, err: Exception | str) -> None:
+    reason = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+    report.status, report.reason = ClientStatus.REJECTED, reason
+    log.warning("client %d rejected: %s", report.client, report.reason)

@@ -26,7 +26,7 @@ from federation.client import FederatedClient, TrainFn, train_epoch
 from federation.errors import CheckpointError, ConfigError
 from federation.params import dimension, get_vector, set_vector
 from federation.privacy import PrivacyBook
-from federation.runtime import ClientReport, ClientStatus, InProcessRuntime, RoundOutcome
+from federation.runtime import ClientReport, ClientStatus, InProcessRuntime, RoundOutcome, Runtime
 from federation.strategy import ServerOptimizer, Strategy
 from secagg.aggregation import Aggregator, RoundContext
 from secagg.plaintext import PlaintextAggregator
@@ -137,7 +137,8 @@ class Federation:
     def __init__(self, model: nn.Module, *, test_data: Dataset | None = None, aggregator: Aggregator | None = None,
                  loss_fn: nn.Module | None = None, checkpoint_dir: Path | str | None = None,
                  run_info: dict[str, Any] | None = None, config: FederationConfig | None = None,
-                 privacy: PrivacyBook | None = None, dp_sgd: DPSGDConfig | None = None, **settings: Any) -> None:
+                 privacy: PrivacyBook | None = None, dp_sgd: DPSGDConfig | None = None,
+                 runtime: Runtime | None = None, **settings: Any) -> None:
         if config is not None and settings:
             raise ConfigError("pass either config or individual settings, not both")
         self.config = config or FederationConfig(**settings)
@@ -147,9 +148,9 @@ class Federation:
         self.loss_fn = loss_fn or nn.CrossEntropyLoss()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.run_info = run_info or {}
-        self.runtime = InProcessRuntime()
+        self.runtime: Runtime = runtime or InProcessRuntime()
         self.privacy, self.dp_sgd = privacy, dp_sgd
-        self.clients: dict[int, FederatedClient] = {}
+        self.clients: dict[int, Any] = {}  # what the runtime reaches each client by
         self.history: list[RoundRecord] = []
 
     def add_client(self, loader: DataLoader, optimizer: torch.optim.Optimizer, train_fn: TrainFn = train_epoch,
@@ -160,6 +161,14 @@ class Federation:
             model if model is not None else self.model, optimizer, loader, train_fn,
             local_epochs=self.config.local_epochs, proximal_mu=self.config.strategy.client_proximal_mu,
             dp_sgd=self.dp_sgd)
+        return client_id
+
+    def add_remote_client(self, address: Any) -> int:
+        """Register a client that runs elsewhere; ``address`` is what the runtime reaches it by."""
+        if self.privacy is not None or self.dp_sgd is not None:
+            raise ConfigError("privacy accounting of remote clients is not supported yet")
+        client_id = len(self.clients)
+        self.clients[client_id] = address
         return client_id
 
     def fingerprint(self) -> dict[str, Any]:
