@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from dp.accounting import PRVAccountant, RDPAccountant
-from dp.accounting.rdp import ORDERS, _rdp_per_step
+from dp.accounting.rdp import ORDERS, _rdp_per_step, opacus_rdp
 from dp.ledger import POPULATION, Party, PrivacyLedger, finite
-from opacus.accountants.analysis import rdp as opacus_rdp
 
 
 def audit(ledger: PrivacyLedger, *, delta: float | None = None, prv: bool = True) -> dict[str, Any]:
@@ -59,7 +58,7 @@ def epsilon_per_round(ledger: PrivacyLedger, party: Party, delta: float | None =
     total, out = np.zeros(len(ORDERS)), []
     for r in sorted(by_round):
         total = total + by_round[r]
-        eps, _ = opacus_rdp.get_privacy_spent(orders=list(ORDERS), rdp=total, delta=delta)
+        eps, _ = opacus_rdp().get_privacy_spent(orders=list(ORDERS), rdp=total, delta=delta)
         out.append((r, float(eps)))
     return out
 
@@ -75,3 +74,4 @@ def ad_hoc(noise_multiplier: float, sample_rate: float, steps: int, delta: float
         accountant.compose(event)
         out[name] = finite(accountant.epsilon(delta))
     return {"epsilon": out, "delta": delta}
+

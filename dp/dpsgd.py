@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
-from opacus import GradSampleModule
-from opacus.data_loader import DPDataLoader
-from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -39,10 +38,15 @@ class DPSGDConfig:
 class PrivateTraining:
     """Opacus objects for one client, built once and reused every round."""
 
-    _grad_sample_modules: dict[int, GradSampleModule] = {}
+    _grad_sample_modules: dict[int, Any] = {}
 
     def __init__(self, config: DPSGDConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                  loader: DataLoader) -> None:
+        # imported here: Opacus takes over a second to import, and only DP-SGD clients need it
+        from opacus import GradSampleModule
+        from opacus.data_loader import DPDataLoader
+        from opacus.optimizers import DPOptimizer
+
         self.config = config
         key = id(model)
         if key not in self._grad_sample_modules:  # clients sharing one model share one wrapper

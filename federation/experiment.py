@@ -6,7 +6,7 @@ import enum
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -15,11 +15,13 @@ from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode
 from dp.dpsgd import DPSGDConfig
 from dp.events import GaussianEvent
 from dp.ledger import PrivacyLedger
+from federation.client import FederatedClient, train_epoch
 from federation.data import DatasetName, load_dataset
 from federation.errors import ConfigError
 from federation.models import mlp
 from federation.partition import PartitionScheme, partition_dataset
 from federation.privacy import PrivacyBook
+from federation.runtime import Runtime
 from federation.server import Federation, FederationConfig
 from federation.strategy import Strategy
 from secagg.aggregation import Aggregator
@@ -139,25 +141,73 @@ class ExperimentConfig:
 def make_aggregator(config: ExperimentConfig, max_weight: float) -> Aggregator:
     """The protection mode; ``max_weight`` is the public bound on a client's weight (its example count)."""
     if config.secure is SecureMode.MASK:
-        return MaskingAggregator(replace(config.masking, max_weight=max_weight))
+        return MaskingAggregator(masking_config(config, max_weight))
     if config.secure is SecureMode.CKKS:
-        return CKKSAggregator(CKKSParams(clip=config.masking.clip, max_weight=max_weight),
-                              min_clients=max(2, config.min_clients))
+        return CKKSAggregator(ckks_params(config, max_weight), min_clients=ckks_min_clients(config))
     return PlaintextAggregator()
 
 
-def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = None) -> Federation:
-    """Dataset, partition, model and clients for ``config``, wired into a :class:`Federation`."""
+def masking_config(config: ExperimentConfig, max_weight: float) -> MaskingConfig:
+    return replace(config.masking, max_weight=max_weight)
+
+
+def ckks_params(config: ExperimentConfig, max_weight: float) -> CKKSParams:
+    return CKKSParams(clip=config.masking.clip, max_weight=max_weight)
+
+
+def ckks_min_clients(config: ExperimentConfig) -> int:
+    """The key holder's policy: never decrypt fewer than two (or --min-clients) contributions."""
+    return max(2, config.min_clients)
+
+
+def max_weight(config: ExperimentConfig, shard_sizes: list[int]) -> float:
+    """The public bound on one client's weight: its example count, or 1 under client-level DP (uniform weights)."""
+    return 1.0 if config.dp in (DPMode.CENTRAL, DPMode.DISTRIBUTED) else float(max(shard_sizes))
+
+
+def _job(config: ExperimentConfig) -> tuple[Any, torch.nn.Module, torch.optim.Optimizer, list]:
     data = load_dataset(config.dataset, seed=config.seed)
     torch.manual_seed(config.seed)
     model = mlp(data.num_features, data.num_classes, config.hidden)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    shards = partition_dataset(data.train, config.clients, config.partition, alpha=config.alpha, seed=config.seed)
+    return data, model, optimizer, shards
+
+
+def local_client(config: ExperimentConfig, index: int) -> tuple[FederatedClient, float]:
+    """Client ``index`` of the job, as a process of its own builds it, and the public weight bound."""
+    if not 0 <= index < config.clients:
+        raise ConfigError(f"client index {index} outside 0..{config.clients - 1}")
+    if config.privacy is not None:
+        raise ConfigError("differential privacy is not supported for remote clients yet")
+    _, model, optimizer, shards = _job(config)
+    loader = DataLoader(shards[index], batch_size=config.batch_size, shuffle=True)
+    client = FederatedClient(model, optimizer, loader, train_epoch, local_epochs=config.local_epochs,
+                             proximal_mu=config.strategy.client_proximal_mu)
+    return client, max_weight(config, [len(s) for s in shards])
+
+
+def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = None, *,
+                     remote: RemoteClients | None = None) -> Federation:
+    """Dataset, partition, model and clients for ``config``, wired into a :class:`Federation`.
+
+    With ``remote``, clients run elsewhere: its runtime reaches them, and its aggregator (made for the
+    public weight bound) is the server's side of the protection mode.
+    """
+    data, model, optimizer, shards = _job(config)
     run_info = config.describe()
     run_info.pop("rounds")
-    shards = partition_dataset(data.train, config.clients, config.partition, alpha=config.alpha, seed=config.seed)
-    client_level = config.dp in (DPMode.CENTRAL, DPMode.DISTRIBUTED)
-    # client-level DP weighs clients uniformly, so the public weight bound is 1
-    aggregator = make_aggregator(config, max_weight=1.0 if client_level else float(max(len(s) for s in shards)))
+    weight_bound = max_weight(config, [len(s) for s in shards])
+    if remote is not None:
+        if config.privacy is not None:
+            raise ConfigError("differential privacy is not supported for remote clients yet")
+        federation = Federation(model, test_data=data.test, aggregator=remote.aggregator(weight_bound),
+                                checkpoint_dir=checkpoint_dir, run_info={"experiment": run_info},
+                                config=config.federation_config(), runtime=remote.runtime)
+        for address in remote.addresses:
+            federation.add_remote_client(address)
+        return federation
+    aggregator = make_aggregator(config, max_weight=weight_bound)
     dp_sgd, book = None, None
     if config.privacy is not None:
         z = noise_multiplier(config, min(len(s) for s in shards))
@@ -175,6 +225,16 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
     for shard in shards:
         federation.add_client(DataLoader(shard, batch_size=config.batch_size, shuffle=True), optimizer)
     return federation
+
+
+@dataclass(frozen=True)
+class RemoteClients:
+    """Clients in other processes: the runtime that reaches them, their addresses (in client-id order) and
+    how to make the server's side of the protection mode for a given public weight bound."""
+
+    runtime: Runtime
+    addresses: tuple[Any, ...]
+    aggregator: Callable[[float], Aggregator]
 
 
 def noise_multiplier(config: ExperimentConfig, smallest_client: int) -> float:

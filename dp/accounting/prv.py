@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-from opacus.accountants import PRVAccountant as OpacusPRV
 
 from dp.accounting.base import Accountant
 from dp.accounting.rdp import RDPAccountant
@@ -22,6 +21,8 @@ class PRVAccountant(Accountant):
         rdp = RDPAccountant()
         rdp._terms = self._terms.copy()
         eps_error = max(0.01, self.relative_error * rdp.epsilon(delta))
+        from opacus.accountants import PRVAccountant as OpacusPRV  # slow import: only when used
+
         accountant = OpacusPRV()
         accountant.history = [(z, q, n) for z, q, n in self.terms]
         with warnings.catch_warnings():

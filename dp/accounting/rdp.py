@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from opacus.accountants.analysis import rdp as opacus_rdp
 
 from dp.accounting.base import Accountant
 
@@ -20,7 +19,7 @@ ORDERS = tuple([1 + x / 20.0 for x in range(2, 200)] + list(range(11, 64)) + [80
 
 @lru_cache(maxsize=4096)
 def _rdp_per_step(noise_multiplier: float, sampling_rate: float) -> np.ndarray:
-    return np.asarray(opacus_rdp.compute_rdp(q=sampling_rate, noise_multiplier=noise_multiplier, steps=1,
+    return np.asarray(opacus_rdp().compute_rdp(q=sampling_rate, noise_multiplier=noise_multiplier, steps=1,
                                              orders=ORDERS))
 
 
@@ -32,5 +31,11 @@ class RDPAccountant(Accountant):
         return total
 
     def _epsilon(self, delta: float) -> float:
-        eps, _ = opacus_rdp.get_privacy_spent(orders=list(ORDERS), rdp=self.rdp(), delta=delta)
+        eps, _ = opacus_rdp().get_privacy_spent(orders=list(ORDERS), rdp=self.rdp(), delta=delta)
         return float(eps)
+
+
+def opacus_rdp():  # Opacus takes over a second to import: only when an epsilon is computed
+    from opacus.accountants.analysis import rdp
+
+    return rdp

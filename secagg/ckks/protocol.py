@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Protocol
 
 import numpy as np
 
 from secagg.aggregation import AggregateResult, RoundContext
 from secagg.ckks import seal_io
-from secagg.ckks.keyholder import Contribution, DecryptionRequest, KeyHolder
+from secagg.ckks.keyholder import Contribution, DecryptionRequest, KeyHolder, Release
 from secagg.ckks.packing import PublicContext
 from secagg.ckks.params import CKKSParams
 from secagg.ckks.signing import contribution_digest, contribution_payload
@@ -64,11 +65,17 @@ class CKKSClient:
         raise ProtocolError("CKKS aggregation has a single stage")
 
 
+class KeyHolderPort(Protocol):
+    """Whatever answers decryption requests: the :class:`KeyHolder` itself, or a proxy to it on another machine."""
+
+    def decrypt(self, request: DecryptionRequest) -> Release: ...
+
+
 class CKKSServer:
     """The aggregator: sums ciphertexts it cannot decrypt and asks the key holder for the aggregate only."""
 
     def __init__(self, ctx: RoundContext, public: PublicContext, directory: dict[int, bytes],
-                 key_holder: KeyHolder) -> None:
+                 key_holder: KeyHolderPort) -> None:
         public.params.check_clients(len(ctx.clients))
         self.ctx, self.public, self.directory, self.key_holder = ctx, public, directory, key_holder
         self._count = public.ciphertexts_for(ctx.dimension + 1)
@@ -146,6 +153,16 @@ class CKKSAggregator:
         self.identities = IdentityRegistry()
         self.key_holder = KeyHolder(self.params, self.identities.directory, min_clients=min_clients)
         self.public = PublicContext(self.params, self.key_holder.public_key)
+
+    @classmethod
+    def with_key_holder(cls, params: CKKSParams, key_holder: KeyHolderPort, public_key: bytes,
+                        identities: IdentityRegistry) -> CKKSAggregator:
+        """The aggregator's side only, for a key holder that is another party (reached through ``key_holder``)
+        and clients that keep their own identity keys (registered in ``identities``)."""
+        self = cls.__new__(cls)
+        self.params, self.identities, self.key_holder = params, identities, key_holder
+        self.public = PublicContext(params, public_key)
+        return self
 
     def client_session(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float) -> CKKSClient:
         self.identities.enrol(ctx.clients)

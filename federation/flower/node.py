@@ -1,0 +1,44 @@
+"""What a SuperNode keeps between messages: its identity key, the enrolment it was sent, the suspended session.
+
+Flower starts a fresh ClientApp process for every message, so a protocol session that spans several stages
+lives in the node's ``context.state`` between them, as our own bytes. That state holds the node's secrets
+(its signing key, a masking session's private keys and seeds, the key holder's secret key); it stays on
+the node: Flower keeps a ClientApp's context on its SuperNode and never sends it to the SuperLink.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context
+
+from secagg.primitives.keys import SigningKey
+
+STATE = "secagg.node"
+
+
+class NodeState:
+    """Typed access to the node's ``secagg.node`` record (bytes fields only)."""
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+        if STATE not in context.state:
+            context.state[STATE] = ConfigRecord({})
+        self._record: ConfigRecord = context.state[STATE]
+
+    def get(self, name: str) -> bytes | None:
+        value = self._record.get(name)
+        return value if isinstance(value, bytes) else None
+
+    def put(self, name: str, value: bytes) -> None:
+        self._record[name] = value
+
+    def drop(self, name: str) -> None:
+        self._record.pop(name, None)
+
+    def identity(self) -> SigningKey:
+        """The node's Ed25519 identity key, created on first use and kept for the node's lifetime in the run."""
+        stored = self.get("identity")
+        if stored is None:
+            key = SigningKey.generate()
+            self.put("identity", key.private_bytes())
+            return key
+        return SigningKey.from_private_bytes(stored)

@@ -1,0 +1,106 @@
+"""The Flower runtime: the round loop's messages travel through a Flower Grid to ClientApps on SuperNodes.
+
+It drives the same server sessions as the in-process runtime (:func:`federation.runtime.drive_stages`);
+only the carrying differs. A client whose answer does not arrive within the stage timeout (its SuperNode
+died, its link broke) has dropped out; one that answers with an error is rejected. Byte counts are those of
+our protocol messages, the same as in-process; Flower's own framing is not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from federation.flower.codec import encode_context, field, payload
+from federation.messages import encode_broadcast
+from federation.runtime import (ClientReport, RoundOutcome, drive_stages, mark_dropped, mark_rejected,
+                                record_training)
+from secagg.aggregation import Aggregator, RoundContext
+from secagg.errors import MessageError
+
+log = logging.getLogger(__name__)
+
+
+def exchange(grid: Grid, messages: Mapping[int, Message], timeout: float) -> dict[int, Message]:
+    """Send one message per node and return the answers (by node id) that arrive within ``timeout``."""
+    sent = {m.metadata.dst_node_id for m in messages.values()}
+    answers: dict[int, Message] = {}
+    for reply in grid.send_and_receive(list(messages.values()), timeout=timeout):
+        node = reply.metadata.src_node_id
+        if node in sent and node not in answers:
+            answers[node] = reply
+    return answers
+
+
+class FlowerRuntime:
+    """Reaches client ``c`` at SuperNode ``clients[c]``; writes each stage it starts to ``progress`` (if set)."""
+
+    def __init__(self, grid: Grid, stage_timeout: float, progress: Path | None = None) -> None:
+        self.grid, self.stage_timeout, self.progress = grid, stage_timeout, progress
+
+    def run_round(self, ctx: RoundContext, params: np.ndarray, clients: Mapping[int, Any],
+                  seeds: Mapping[int, int], drop_stage: Mapping[int, int], aggregator: Aggregator) -> RoundOutcome:
+        if drop_stage:
+            raise MessageError("the Flower runtime has real dropouts only")
+        reports = {c: ClientReport(c) for c in ctx.clients}
+        started = time.perf_counter()
+        broadcast, ctx_bytes = encode_broadcast(ctx, params), encode_context(ctx)
+        server_seconds = time.perf_counter() - started
+        self._mark(ctx.round, 0)
+        train = {c: self._message(clients[c], ctx.round, "train", ctx=ctx_bytes, broadcast=broadcast, seed=seeds[c])
+                 for c in ctx.clients}
+        for c in ctx.clients:
+            reports[c].bytes_down += len(broadcast)
+        uploads = {}
+        for c, reply in self._send(train, clients, reports, 0).items():
+            try:
+                record_training(reports[c], field(reply, "examples", int), field(reply, "loss", float),
+                                field(reply, "train_seconds", float))
+                reports[c].protocol_seconds += field(reply, "protocol_seconds", float)
+                uploads[c] = field(reply, "upload", bytes)
+            except MessageError as err:
+                mark_rejected(reports[c], err)
+
+        def next_stage(stage: int, outgoing: dict[int, bytes]) -> dict[int, bytes]:
+            self._mark(ctx.round, stage)
+            sent = {c: self._message(clients[c], ctx.round, "stage", message=m) for c, m in outgoing.items()}
+            answers = {}
+            for c, reply in self._send(sent, clients, reports, stage).items():
+                try:
+                    reports[c].protocol_seconds += field(reply, "protocol_seconds", float)
+                    answers[c] = field(reply, "upload", bytes)
+                except MessageError as err:
+                    mark_rejected(reports[c], err)
+            return answers
+
+        result, reason, seconds = drive_stages(ctx, aggregator.server_session(ctx), uploads, reports, next_stage)
+        return RoundOutcome(result, reason, reports, server_seconds + seconds, list(result.events) if result else [])
+
+    def _message(self, node: int, round_index: int, action: str, **fields: bytes | int) -> Message:
+        return Message(payload(**fields), dst_node_id=node, message_type=f"query.{action}", group_id=str(round_index))
+
+    def _send(self, messages: dict[int, Message], clients: Mapping[int, Any], reports: dict[int, ClientReport],
+              stage: int) -> dict[int, Message]:
+        """Answers by client id; silent clients are marked dropped before ``stage``."""
+        by_node = exchange(self.grid, messages, self.stage_timeout)
+        answers = {}
+        for c in messages:
+            reply = by_node.get(clients[c])
+            if reply is None:
+                mark_dropped(reports[c], stage)
+                log.warning("client %d gave no answer at stage %d: dropped", c, stage)
+            else:
+                answers[c] = reply
+        return answers
+
+    def _mark(self, round_index: int, stage: int) -> None:
+        if self.progress is not None:
+            with self.progress.open("a") as f:
+                f.write(json.dumps({"round": round_index, "stage": stage, "time": time.time()}) + "\n")
