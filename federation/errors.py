@@ -17,3 +17,7 @@ class DataError(FederationError, ValueError):
 
 class CheckpointError(FederationError, RuntimeError):
     """A checkpoint that is missing, corrupt, or belongs to a different run configuration."""
+
+
+class RuntimeFailure(FederationError, RuntimeError):
+    """A distributed runtime that could not start, lost its server, or ended without results."""

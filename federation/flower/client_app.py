@@ -73,6 +73,7 @@ def hello(message: Message, context: Context) -> Message:
         _, weight_bound = local_client(config, 0)
         holder = KeyHolder(ckks_params(config, weight_bound), {}, min_clients=ckks_min_clients(config))
         node.put("key_holder", holder.suspend())
+        node.put_float("weight_bound", weight_bound)
         return Message(payload(role=KEY_HOLDER_ROLE, public_key=holder.public_key), reply_to=message)
     index = _client_index(context)
     client, _ = local_client(config, index)
@@ -108,6 +109,7 @@ def train(message: Message, context: Context) -> Message:
     session = _open_session(config, weight_bound, ctx, index, node, local.delta, float(local.num_examples))
     upload = session.start()
     if isinstance(session, MaskingClient):
+        node.put_float("weight_bound", weight_bound)
         node.put("ctx", ctx_bytes)
         node.put("session", session.suspend())
     return Message(payload(upload=upload, examples=local.num_examples, loss=local.train_loss or 0.0,
@@ -122,11 +124,10 @@ def stage(message: Message, context: Context) -> Message:
     started = time.perf_counter()
     config = FlowerJob.from_context(context).experiment()
     node = NodeState(context)
-    state, ctx_bytes = node.get("session"), node.get("ctx")
-    if state is None or ctx_bytes is None:
+    state, ctx_bytes, weight_bound = node.get("session"), node.get("ctx"), node.get_float("weight_bound")
+    if state is None or ctx_bytes is None or weight_bound is None:
         raise ProtocolError("no aggregation session in progress on this node")
     ctx = decode_context(ctx_bytes)
-    _, weight_bound = local_client(config, _client_index(context))
     mcfg = masking_config(config, weight_bound)
     session = MaskingClient.resume(state, ctx, _client_index(context), mcfg, mcfg.encoder(ctx.dimension, len(ctx.clients)),
                                    node.identity(), decode_directory(node.get("directory") or b""))
@@ -143,10 +144,9 @@ def decrypt(message: Message, context: Context) -> Message:
         raise ProtocolError("decryption asked of a node that is not the key holder")
     config = FlowerJob.from_context(context).experiment()
     node = NodeState(context)
-    state = node.get("key_holder")
-    if state is None:
+    state, weight_bound = node.get("key_holder"), node.get_float("weight_bound")
+    if state is None or weight_bound is None:
         raise ProtocolError("the key holder has no key: it was never greeted")
-    _, weight_bound = local_client(config, 0)
     holder = KeyHolder.resume(state, ckks_params(config, weight_bound), decode_directory(node.get("directory") or b""),
                               min_clients=ckks_min_clients(config))
     request = decode_request(field(message, "request", bytes))

@@ -31,6 +31,13 @@ class NodeState:
     def put(self, name: str, value: bytes) -> None:
         self._record[name] = value
 
+    def put_float(self, name: str, value: float) -> None:
+        self._record[name] = float(value)
+
+    def get_float(self, name: str) -> float | None:
+        value = self._record.get(name)
+        return value if isinstance(value, float) else None
+
     def drop(self, name: str) -> None:
         self._record.pop(name, None)
 

@@ -8,6 +8,7 @@ with ``--secure ckks`` it never holds the secret key, which stays on the key-hol
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -131,6 +132,16 @@ def server_aggregator(config: ExperimentConfig, weight_bound: float, roster: Ros
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     job = FlowerJob.from_context(context)
+    try:
+        run(grid, job)
+    except Exception as err:
+        job.out.mkdir(parents=True, exist_ok=True)
+        (job.out / "failed.txt").write_text(f"{type(err).__name__}: {err}\n")
+        raise
+
+
+def run(grid: Grid, job: FlowerJob) -> None:
+    """Greet and enrol the nodes, then train: the whole server side of one Flower run."""
     config = job.experiment()
     job.out.mkdir(parents=True, exist_ok=True)
     nodes = wait_for_nodes(grid, nodes_needed(config), job.connect_timeout)
@@ -148,6 +159,7 @@ def main(grid: Grid, context: Context) -> None:
 
     federation.run(on_round=save)
     save()
+    (job.out / "done.json").write_text(json.dumps({"rounds": len(federation.history)}) + "\n")
 
 
 def _error_of(reply: Message) -> str | None:
