@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import logging
 import sys
 import time
@@ -19,7 +20,7 @@ from federation.errors import ConfigError, FederationError
 from federation.experiment import DPMode, ExperimentConfig, PrivacySettings, SecureMode, build_federation
 from federation.partition import PartitionScheme
 from federation.report import plot_history, results_document, summary_table, write_results
-from federation.server import RoundRecord
+from federation.server import RoundRecord, record_from_dict
 from federation.strategy import Strategy, StrategyName
 from secagg.errors import SecAggError
 from secagg.masking import MaskingConfig
@@ -89,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory")
     run.add_argument("--resume", action="store_true", help="continue from the last complete round in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    run.add_argument("--runtime", choices=_choices(RuntimeName), default=RuntimeName.IN_PROCESS.value,
+                     help="in-process simulation, or Flower (a local SuperLink and SuperNodes, or --superlink)")
+    run.add_argument("--superlink", default=None,
+                     help="--runtime flower: submit to this existing SuperLink (host:port, TLS) instead of "
+                          "starting local processes")
+    run.add_argument("--root-certificates", type=Path, default=None,
+                     help="--superlink: CA certificate (PEM) that signed the SuperLink's TLS certificate")
+    run.add_argument("--stage-timeout", type=float, default=120.0,
+                     help="--runtime flower: seconds to wait for a stage's answers before counting clients dropped")
 
     bench = commands.add_parser("bench", help="measure the overhead of each protection mode",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -141,6 +151,57 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                                               consistency_check=args.consistency_check, clip=args.encode_clip,
                                               precision_bits=args.precision_bits),
         privacy=privacy)
+
+
+class RuntimeName(enum.Enum):
+    IN_PROCESS = "inprocess"
+    FLOWER = "flower"
+
+
+_RUNTIME_ONLY = {"--runtime": 1, "--superlink": 1, "--root-certificates": 1, "--stage-timeout": 1, "--resume": 0}
+
+
+def job_options(argv: Sequence[str]) -> tuple[str, ...]:
+    """The job's options from a ``secagg run ...`` command line, without those of the runtime itself."""
+    kept, skip = [], 0
+    for item in argv[1:]:
+        name = item.split("=", 1)[0]
+        if skip:
+            skip -= 1
+        elif name in _RUNTIME_ONLY:
+            skip = _RUNTIME_ONLY[name] if "=" not in item else 0
+        else:
+            kept.append(item)
+    return tuple(kept)
+
+
+def flower_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``secagg run --runtime flower``: the same job as a Flower App, on local processes or a remote SuperLink."""
+    from federation.flower.job import FlowerJob, check_supported, nodes_needed
+    from federation.flower.launcher import LocalFlower, SuperLinkAddress, client_nodes, submit
+
+    config = config_from_args(args)
+    check_supported(config)
+    if args.resume:
+        raise ConfigError("--resume is not supported with --runtime flower")
+    out = args.out.resolve()
+    job = FlowerJob(job_options(argv), out, stage_timeout=args.stage_timeout)
+    if args.superlink is not None:
+        submit(job, SuperLinkAddress(args.superlink, root_certificates=args.root_certificates),
+               out / "flwr-home", timeout=86400)
+    else:
+        if not args.quiet:
+            print(f"starting a SuperLink and {nodes_needed(config)} SuperNodes on 127.0.0.1 (logs in {out})",
+                  file=sys.stderr)
+        with LocalFlower(out, client_nodes(config.clients, key_holder=config.secure is SecureMode.CKKS)) as flower:
+            flower.run(job)
+    doc = json.loads((out / "results.json").read_text())
+    history = [record_from_dict(r) for r in doc["rounds"]]
+    plot_history(out, history)
+    if not args.quiet:
+        print(summary_table(history))
+        print(f"\nfinal accuracy {history[-1].accuracy:.4f} after {len(history)} rounds on Flower; results in {out}")
+    return 0
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -225,7 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "audit":
             return audit_command(args)
-        return bench_command(args) if args.command == "bench" else run_command(args)
+        if args.command == "bench":
+            return bench_command(args)
+        if RuntimeName(args.runtime) is RuntimeName.FLOWER:
+            return flower_command(args, list(argv) if argv is not None else sys.argv[1:])
+        return run_command(args)
     except (FederationError, SecAggError, DPError) as err:
         print(f"secagg: error: {err}", file=sys.stderr)
         return 2

@@ -225,7 +225,7 @@ class Federation:
             raise CheckpointError(f"checkpoint is at round {state.round}, past the {self.config.rounds} asked for")
         optimizer.load_state(state.optimizer_state)
         rng.bit_generator.state = state.rng_state
-        self.history = [_record_from_dict(h) for h in state.history]
+        self.history = [record_from_dict(h) for h in state.history]
         set_vector(self.model, state.params)
         return state.round, state.params
 
@@ -285,5 +285,5 @@ def _describe_event(event: object) -> dict[str, Any]:
     return event.describe()
 
 
-def _record_from_dict(d: dict[str, Any]) -> RoundRecord:
+def record_from_dict(d: dict[str, Any]) -> RoundRecord:
     return RoundRecord(**{**d, "status": RoundStatus(d["status"])})

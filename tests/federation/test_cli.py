@@ -135,3 +135,11 @@ def test_default_job_reaches_target_accuracy(tmp_path):
     assert doc["config"]["alpha"] == 0.5 and doc["config"]["rounds"] == 20
     assert max(r["accuracy"] for r in doc["rounds"]) >= 0.93
     assert doc["final"]["accuracy"] >= 0.93
+
+
+def test_flower_job_keeps_the_job_options_and_drops_the_runtime_ones():
+    from federation.cli import job_options
+
+    argv = ["run", "--runtime", "flower", "--secure", "mask", "--stage-timeout=30", "--superlink", "h:1",
+            "--rounds", "2", "--resume"]
+    assert job_options(argv) == ("--secure", "mask", "--rounds", "2")
