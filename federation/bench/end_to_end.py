@@ -1,4 +1,5 @@
-"""``secagg bench --end-to-end``: the default training job in each protection mode, timed round by round."""
+"""``secagg bench --end-to-end``: the default training job in each protection mode, without and with DP,
+timed round by round."""
 
 from __future__ import annotations
 
@@ -8,28 +9,44 @@ from typing import Any
 
 import numpy as np
 
-from federation.experiment import ExperimentConfig, SecureMode, build_federation
+from federation.experiment import DPMode, ExperimentConfig, PrivacySettings, SecureMode, build_federation
+
+# DP-SGD in every client (Opacus): the one DP mode that goes with every protection mode
+DP_SETTINGS = PrivacySettings(noise_multiplier=1.0, clip=1.0)
 
 
-def run_end_to_end(modes: list[SecureMode], *, rounds: int = 20, seed: int = 0) -> list[dict[str, Any]]:
-    """Per mode: mean wall seconds per round (training included), final accuracy, and the ratio to plaintext."""
+def run_end_to_end(modes: list[SecureMode], *, rounds: int = 20, seed: int = 0,
+                   with_dp: bool = True) -> list[dict[str, Any]]:
+    """Per mode, without and with DP-SGD: mean wall seconds per round (training included), final accuracy,
+    and the ratio to plaintext without DP."""
+    secure_modes = [SecureMode.NONE, *[m for m in modes if m is not SecureMode.NONE]]
+    dp_modes = [DPMode.NONE, DPMode.LOCAL] if with_dp else [DPMode.NONE]
     rows = []
-    for mode in [SecureMode.NONE, *[m for m in modes if m is not SecureMode.NONE]]:
-        config = replace(ExperimentConfig(), secure=mode, rounds=rounds, seed=seed)
-        federation = build_federation(config)
-        times: list[float] = []
-        last = [time.perf_counter()]
-
-        def on_round(_record: object) -> None:
-            now = time.perf_counter()
-            times.append(now - last[0])
-            last[0] = now
-
-        history = federation.run(on_round=on_round)
-        rows.append({"mode": mode.value, "rounds": rounds, "round_seconds": float(np.mean(times)),
-                     "round_seconds_median": float(np.median(times)), "final_accuracy": history[-1].accuracy,
-                     "bytes_up_per_client": float(np.mean([h.bytes_up for h in history]))})
+    for mode in secure_modes:
+        for dp in dp_modes:
+            config = replace(ExperimentConfig(), secure=mode, rounds=rounds, seed=seed, dp=dp,
+                             privacy=DP_SETTINGS if dp is DPMode.LOCAL else None)
+            rows.append({"mode": mode.value, "dp": dp.value, **_timed_run(config)})
     base = rows[0]["round_seconds"]
     for row in rows:
         row["ratio_to_plaintext"] = row["round_seconds"] / base
     return rows
+
+
+def _timed_run(config: ExperimentConfig) -> dict[str, Any]:
+    federation = build_federation(config)
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_round(_record: object) -> None:
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    history = federation.run(on_round=on_round)
+    row: dict[str, Any] = {"rounds": config.rounds, "round_seconds": float(np.mean(times)),
+                           "round_seconds_median": float(np.median(times)), "final_accuracy": history[-1].accuracy,
+                           "bytes_up_per_client": float(np.mean([h.bytes_up for h in history]))}
+    if federation.privacy is not None:
+        row["epsilon"] = federation.privacy.summary()["epsilon_population"]
+    return row

@@ -44,11 +44,15 @@ def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
 
 
 def end_to_end_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["End to end (default job, mean wall seconds per round, training included):", "",
-             "| mode | round s | x plaintext | final accuracy | up B/client |", "|---|---|---|---|---|"]
+    lines = ["End to end (default job, mean wall seconds per round, training included; DP = DP-SGD in every "
+             "client, z=1, clip 1):", "",
+             "| mode | DP | round s | x plaintext | final accuracy | up B/client | epsilon |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['round_seconds']:.4f} | {r['ratio_to_plaintext']:.2f} | "
-                     f"{r['final_accuracy']:.4f} | {r['bytes_up_per_client']:.0f} |")
+        eps = r.get("epsilon")
+        lines.append(f"| {r['mode']} | {r.get('dp', 'none')} | {r['round_seconds']:.4f} | "
+                     f"{r['ratio_to_plaintext']:.2f} | {r['final_accuracy']:.4f} | {r['bytes_up_per_client']:.0f} | "
+                     f"{'-' if eps is None else f'{eps:.2f}'} |")
     return "\n".join(lines) + "\n"
 
 
