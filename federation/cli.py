@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -281,6 +282,8 @@ def argv_is_cli() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Opacus's per-sample hooks on a first layer whose input needs no gradient: harmless, and said every batch
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
