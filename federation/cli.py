@@ -185,6 +185,8 @@ def flower_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     check_supported(config)
     if args.resume:
         raise ConfigError("--resume is not supported with --runtime flower")
+    if args.root_certificates is not None and not args.root_certificates.is_file():
+        raise ConfigError(f"--root-certificates {args.root_certificates}: no such file")
     out = args.out.resolve()
     job = FlowerJob(job_options(argv), out, stage_timeout=args.stage_timeout)
     if args.superlink is not None:

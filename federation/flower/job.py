@@ -25,6 +25,11 @@ class FlowerJob:
     stage_timeout: float = 120.0
     connect_timeout: float = 120.0
 
+    def __post_init__(self) -> None:
+        for name in ("stage_timeout", "connect_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be positive seconds, got {getattr(self, name)}")
+
     @classmethod
     def from_context(cls, context: Context) -> FlowerJob:
         rc = context.run_config

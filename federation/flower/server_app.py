@@ -110,7 +110,7 @@ def enrol(grid: Grid, roster: Roster, timeout: float) -> None:
     messages = {n: Message(payload(directory=directory, **extra), dst_node_id=n, message_type="query.enrol",
                            group_id="enrol") for n in nodes}
     replies = exchange(grid, messages, timeout)
-    missing = [n for n in nodes if n not in replies or _error_of(replies[n]) or replies[n].has_error()]
+    missing = [n for n in nodes if n not in replies or _error_of(replies[n])]
     if missing:
         raise ConfigError(f"SuperNodes {missing} did not accept the enrolment")
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from secagg.ckks.keyholder import Contribution, DecryptionRequest, Release
+from secagg.ckks.seal_io import MAX_CIPHERTEXT_BYTES
 from secagg.errors import MessageError
 from secagg.primitives.keys import SIGNATURE_BYTES
 from secagg.wire import SERVER_ID, BodyReader, BodyWriter, Envelope, MessageKind
 
 KEY_HOLDER_ID = 0xFFFFFFFE
 _DIGEST_BYTES = 32
-_MAX_CIPHERTEXT = 1 << 22
 _MAX_CIPHERTEXTS = 1 << 16
 _MAX_CONTRIBUTORS = 1 << 20
 
@@ -39,7 +39,9 @@ def decode_request(message: bytes) -> DecryptionRequest:
         raise MessageError(f"decryption request from {env.sender}, not from the aggregator")
     r = BodyReader(env.body)
     length = r.u32()
-    ciphertexts = tuple(r.blob(max_len=_MAX_CIPHERTEXT) for _ in range(r.count(max_count=_MAX_CIPHERTEXTS)))
+    if length < 2:
+        raise MessageError(f"a decryption request for {length} reals: an aggregate is an update and a weight")
+    ciphertexts = tuple(r.blob(max_len=MAX_CIPHERTEXT_BYTES) for _ in range(r.count(max_count=_MAX_CIPHERTEXTS)))
     record = tuple(Contribution(r.u32(), r.raw(_DIGEST_BYTES), r.raw(SIGNATURE_BYTES))
                    for _ in range(r.count(max_count=_MAX_CONTRIBUTORS)))
     r.finish()

@@ -27,7 +27,7 @@ from secagg.identity import IdentityRegistry
 from secagg.primitives.keys import SIGNATURE_BYTES, SigningKey, verify_signature
 from secagg.wire import BodyReader, BodyWriter, MessageKind
 
-_MAX_CIPHERTEXT = 1 << 22
+_MAX_CIPHERTEXT = seal_io.MAX_CIPHERTEXT_BYTES
 
 
 def weighted_values(update: np.ndarray, weight: float, params: CKKSParams, dimension: int) -> np.ndarray:

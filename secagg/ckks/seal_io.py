@@ -17,6 +17,8 @@ import tenseal.sealapi as seal
 
 from secagg.errors import MessageError  # noqa: F401 (re-exported for packing)
 
+MAX_CIPHERTEXT_BYTES = 1 << 22  # a serialized ciphertext of the supported parameters is far smaller
+
 _DIR = Path(tempfile.mkdtemp(prefix="secagg-seal-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
 _LOCK = threading.Lock()
 T = TypeVar("T")

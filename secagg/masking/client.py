@@ -65,6 +65,7 @@ class MaskingClient:
         self._pair_seeds: dict[int, bytes] = {}
         self._aead_keys: dict[int, bytes] = {}
         self._survivors: tuple[int, ...] = ()
+        self._seed = b""
 
     def suspend(self) -> bytes:
         """The session's whole state (secrets included), for the client's own storage between stages."""
@@ -76,7 +77,7 @@ class MaskingClient:
             w.u32(len(table))
             for v, value in sorted(table.items()):
                 w.u32(v).blob(value)
-        w.blob(getattr(self, "_seed", b""))
+        w.blob(self._seed)
         return w.array(self._encoded).to_bytes()
 
     @classmethod

@@ -143,3 +143,12 @@ def test_flower_job_keeps_the_job_options_and_drops_the_runtime_ones():
     argv = ["run", "--runtime", "flower", "--secure", "mask", "--stage-timeout=30", "--superlink", "h:1",
             "--rounds", "2", "--resume"]
     assert job_options(argv) == ("--secure", "mask", "--rounds", "2")
+
+
+def test_flower_run_refuses_a_missing_ca_file(tmp_path, capsys):
+    pytest.importorskip("flwr")
+    from federation.cli import main
+
+    assert main(["run", "--runtime", "flower", "--superlink", "127.0.0.1:1", "--root-certificates",
+                 str(tmp_path / "absent.pem"), "--out", str(tmp_path), "--quiet"]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -38,3 +38,11 @@ def test_fields_are_typed_and_refusals_surface(monkeypatch):
     refused = Message(payload(error="ProtocolError: no"), dst_node_id=1, message_type="query.train")
     with pytest.raises(MessageError, match="refused"):
         field(refused, "upload", bytes)
+
+
+def test_job_timeouts_must_be_positive(tmp_path):
+    from federation.errors import ConfigError
+    from federation.flower.job import FlowerJob
+
+    with pytest.raises(ConfigError, match="stage timeout"):
+        FlowerJob((), tmp_path, stage_timeout=0)

@@ -36,3 +36,10 @@ def test_a_release_for_another_round_or_length_is_refused():
 def test_a_truncated_request_is_refused():
     with pytest.raises(MessageError):
         decode_request(encode_request(_request())[:-5])
+
+
+def test_a_request_for_fewer_than_two_reals_is_refused():
+    from dataclasses import replace
+
+    with pytest.raises(MessageError, match="reals"):
+        decode_request(encode_request(replace(_request(), length=1)))
