@@ -22,18 +22,20 @@ def audit(ledger: PrivacyLedger, *, delta: float | None = None, prv: bool = True
     rounds: dict[Party, set[int]] = defaultdict(set)
     for r, party, _ in ledger.entries:
         rounds[party].add(r)
-    prv_cache: dict[tuple, float | None] = {}
+    prv_cache: dict[tuple[tuple, bool], float | None] = {}
     parties = {}
     for party in ledger.parties():
         accountant = ledger.accountant(party)
         terms = tuple(accountant.terms)
-        if prv and terms not in prv_cache:
+        key = (terms, accountant.bound_only)
+        if prv and key not in prv_cache:
             p = PRVAccountant()
-            p._terms = accountant._terms.copy()
-            prv_cache[terms] = finite(p.epsilon(delta))
+            p._terms, p.bound_only = accountant._terms.copy(), accountant.bound_only
+            prv_cache[key] = finite(p.epsilon(delta))
         parties[str(party)] = {
             "epsilon_rdp": finite(accountant.epsilon(delta)),
-            "epsilon_prv": prv_cache.get(terms) if prv else None,
+            "epsilon_prv": prv_cache.get(key) if prv else None,
+            "prv_is_rdp_bound": accountant.bound_only,  # some release is bounded only in RDP (dp.events)
             "rounds": len(rounds[party]),
             "steps": sum(n for _, _, n in terms),
             "noise_multipliers": sorted({z for z, _, _ in terms}),

@@ -1,11 +1,20 @@
 """Client-level DP around any aggregator (DP-FedAvg, McMahan et al. 2018): clip, noise, then secure sum.
 
 ``CENTRAL``: clients clip their update to L2 norm C; the server adds N(0, (z C)^2) to the sum of the clipped
-updates after aggregation (it is trusted to do so). ``DISTRIBUTED``: each client adds its share
-N(0, (z C)^2 / m), m = min_clients, before its update is encrypted, so the decrypted sum carries at least
-the target noise whenever m clients survive, and the server never sees an unnoised sum. Continuous Gaussian
-shares need an aggregator that sums reals exactly enough (CKKS); pairwise masking would need discrete
-Gaussian or Skellam noise on the ring and is refused here.
+updates after aggregation (it is trusted to do so). ``DISTRIBUTED``: each client adds its share of the
+noise before its update is hidden, so the recovered sum carries at least the target noise whenever
+m = min_clients survive, and the server never sees an unnoised sum:
+
+- under CKKS (or any aggregator of reals), the share is continuous N(0, (z C)^2 / m);
+- under pairwise masking, which sums integers in a ring, the share is discrete Gaussian N_Z(0, s^2) added
+  to the fixed-point encoding (Kairouz, Liu, Steinke 2021), ``s = z D / sqrt(m)`` where D bounds the L2
+  norm of one client's encoding in ring units (``scale * C`` plus the rounding, see
+  :meth:`~secagg.encoding.FixedPointEncoder.l2_sensitivity`), and the round emits a
+  :class:`~dp.events.DistributedDiscreteGaussianEvent`.
+
+In distributed mode the sessions' ``min_clients`` is raised to m: honest clients refuse to take part in a
+release with fewer than m contributions (masking clients check the survivor list before unmasking; the
+CKKS key holder has its own floor). Events count the survivors actually summed, never more.
 
 Updates are weighted uniformly (weight 1): example-count weights would change each client's sensitivity.
 """
@@ -13,14 +22,17 @@ Updates are weighted uniformly (weight 1): example-count weights would change ea
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from dp.errors import InvalidPrivacyParameter
-from dp.events import DistributedGaussianEvent, GaussianEvent
+from dp.events import DistributedDiscreteGaussianEvent, DistributedGaussianEvent, GaussianEvent, PrivacyEvent
 from secagg.aggregation import AggregateResult, Aggregator, ClientSession, RoundContext, ServerSession
-from secagg.primitives.prg import secure_gaussian
+from secagg.encoding import FixedPointEncoder
+from secagg.masking import MaskingAggregator
+from secagg.primitives.noise import secure_gaussian
 
 
 class ClientLevelMode(enum.Enum):
@@ -50,7 +62,8 @@ def clip_l2(update: np.ndarray, bound: float) -> np.ndarray:
 
 class ClientLevelDPAggregator:
     """Wraps ``inner``: clip (and, distributed, noise) on the client side; noise (central) and privacy
-    events on the server side. The inner aggregator is unaware of DP."""
+    events on the server side. The inner aggregator is unaware of DP, except that a masking aggregator is
+    asked for clients that add discrete Gaussian noise to their encodings."""
 
     def __init__(self, inner: Aggregator, dp: ClientLevelDP) -> None:
         self.inner, self.dp = inner, dp
@@ -60,19 +73,36 @@ class ClientLevelDPAggregator:
         return self.inner.stages
 
     def client_session(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float) -> ClientSession:
+        ctx = self._floor(ctx)
+        inner, ring = self._for_round(ctx)
         clipped = clip_l2(np.asarray(update, dtype=np.float32), self.dp.clip).astype(np.float64)
-        if self.dp.mode is ClientLevelMode.DISTRIBUTED:
+        if self.dp.mode is ClientLevelMode.DISTRIBUTED and ring is None:
             sigma = self.dp.noise_multiplier * self.dp.clip / np.sqrt(self.dp.min_clients)
             clipped += secure_gaussian(clipped.size, sigma)
-        return self.inner.client_session(ctx, client_id, clipped.astype(np.float32), 1.0)
+        return inner.client_session(ctx, client_id, clipped.astype(np.float32), 1.0)
 
     def server_session(self, ctx: RoundContext) -> ServerSession:
-        return _DPServer(self.inner.server_session(ctx), self.dp)
+        ctx = self._floor(ctx)
+        inner, ring = self._for_round(ctx)
+        return _DPServer(inner.server_session(ctx), self.dp, ring)
+
+    def _floor(self, ctx: RoundContext) -> RoundContext:
+        if self.dp.mode is ClientLevelMode.DISTRIBUTED and ctx.min_clients < self.dp.min_clients:
+            return replace(ctx, min_clients=self.dp.min_clients)
+        return ctx
+
+    def _for_round(self, ctx: RoundContext) -> tuple[Aggregator, FixedPointEncoder | None]:
+        """The inner aggregator of this round and, when the noise goes on a masking ring, its encoder."""
+        if self.dp.mode is not ClientLevelMode.DISTRIBUTED or not isinstance(self.inner, MaskingAggregator):
+            return self.inner, None
+        sensitivity = self.inner.encoder(ctx).l2_sensitivity(self.dp.clip)
+        noisy = self.inner.with_noise(self.dp.noise_multiplier * sensitivity / math.sqrt(self.dp.min_clients))
+        return noisy, noisy.encoder(ctx)
 
 
 class _DPServer:
-    def __init__(self, inner: ServerSession, dp: ClientLevelDP) -> None:
-        self.inner, self.dp = inner, dp
+    def __init__(self, inner: ServerSession, dp: ClientLevelDP, ring: FixedPointEncoder | None) -> None:
+        self.inner, self.dp, self.ring = inner, dp, ring
 
     @property
     def finished(self) -> bool:
@@ -86,12 +116,16 @@ class _DPServer:
 
     def result(self) -> AggregateResult:
         result = self.inner.result()
-        k = len(result.contributors)
+        k, z = len(result.contributors), self.dp.noise_multiplier
+        mean = result.mean
+        event: PrivacyEvent
         if self.dp.mode is ClientLevelMode.CENTRAL:
-            noise = secure_gaussian(result.mean.size, self.dp.noise_multiplier * self.dp.clip) / k
+            noise = secure_gaussian(result.mean.size, z * self.dp.clip) / k
             mean = (result.mean.astype(np.float64) + noise).astype(np.float32)
-            event: GaussianEvent | DistributedGaussianEvent = GaussianEvent(self.dp.noise_multiplier)
+            event = GaussianEvent(z)
+        elif self.ring is not None:
+            event = DistributedDiscreteGaussianEvent(z, k, self.dp.min_clients, self.ring.noise_sigma,
+                                                     self.ring.l2_sensitivity(self.dp.clip), self.ring.dimension)
         else:
-            mean = result.mean
-            event = DistributedGaussianEvent(self.dp.noise_multiplier, k, self.dp.min_clients)
+            event = DistributedGaussianEvent(z, k, self.dp.min_clients)
         return replace(result, mean=mean, events=result.events + (event,))

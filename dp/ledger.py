@@ -43,6 +43,7 @@ class PrivacyLedger:
         self._index: dict[PrivacyEvent, int] = {}
         self.entries: list[tuple[int, Party, int]] = []
         self._terms: dict[Party, Counter[tuple[float, float]]] = {}
+        self._bound_only: set[Party] = set()
 
     def epsilon(self, party: Party) -> float:
         """RDP epsilon at the ledger's delta spent so far by a client id or ``"population"``."""
@@ -51,6 +52,7 @@ class PrivacyLedger:
     def accountant(self, party: Party) -> RDPAccountant:
         accountant = RDPAccountant()
         accountant._terms = self._terms.get(party, Counter()).copy()
+        accountant.bound_only = party in self._bound_only
         return accountant
 
     def terms(self, party: Party) -> list[GaussianTerm]:
@@ -87,8 +89,11 @@ class PrivacyLedger:
     def _add(self, round_index: int, party: Party, index: int) -> None:
         self.entries.append((round_index, party, index))
         counter = self._terms.setdefault(party, Counter())
-        for z, q, n in self.events[index].terms():
+        event = self.events[index]
+        for z, q, n in event.terms():
             counter[(z, q)] += n
+        if event.rdp_bound_only:
+            self._bound_only.add(party)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": FORMAT_VERSION, "delta": self.delta, "max_epsilon": self.max_epsilon,

@@ -55,11 +55,14 @@ def _table(report: dict) -> str:
     entries = [("population", report["population"])] if report["population"] else []
     entries += sorted(report["clients"].items(), key=lambda kv: int(kv[0]))
     for name, r in entries:
-        rows.append((name, _fmt(r["epsilon_rdp"]), _fmt(r["epsilon_prv"]), str(r["rounds"]), str(r["steps"]),
+        prv = _fmt(r["epsilon_prv"]) + ("*" if r["prv_is_rdp_bound"] and r["epsilon_prv"] is not None else "")
+        rows.append((name, _fmt(r["epsilon_rdp"]), prv, str(r["rounds"]), str(r["steps"]),
                      ",".join(f"{z:.3g}" for z in r["noise_multipliers"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if any(r["prv_is_rdp_bound"] for _, r in entries):
+        lines.append("* the RDP bound: discrete Gaussian releases have no exact PRV here")
     return f"delta = {report['delta']}\n" + "\n".join(lines) + f"\nplot: {report['plot']}"
 
 

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--secure mask: fixed-point levels per coordinate, as bits")
     run.add_argument("--dp", choices=_choices(DPMode), default=DPMode.NONE.value,
                      help="local: DP-SGD in clients (Opacus); central: server adds noise to the aggregate; "
-                          "distributed: clients add noise shares (with --secure ckks)")
+                          "distributed: clients add noise shares (discrete Gaussian with --secure mask, "
+                          "Gaussian with --secure ckks)")
     run.add_argument("--noise-multiplier", type=float, default=None, help="--dp: Gaussian noise multiplier z")
     run.add_argument("--target-epsilon", type=float, default=None,
                      help="--dp: choose z so that the whole run spends this epsilon (RDP) at --delta")

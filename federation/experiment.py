@@ -113,9 +113,9 @@ class ExperimentConfig:
         if (self.dp is DPMode.NONE) != (self.privacy is None):
             raise ConfigError("--dp local|central|distributed needs --noise-multiplier or --target-epsilon"
                               if self.privacy is None else "privacy settings given without --dp")
-        if self.dp is DPMode.DISTRIBUTED and self.secure is not SecureMode.CKKS:
-            raise ConfigError("--dp distributed needs --secure ckks: masking would need discrete Gaussian noise "
-                              "on the ring, which is not implemented yet; plaintext has nothing to distribute")
+        if self.dp is DPMode.DISTRIBUTED and self.secure is SecureMode.NONE:
+            raise ConfigError("--dp distributed needs --secure mask or ckks: without secure aggregation the "
+                              "server sees each client's noised update, so the noise shares protect nothing")
 
     def federation_config(self) -> FederationConfig:
         return FederationConfig(rounds=self.rounds, clients_per_round=self.clients_per_round,

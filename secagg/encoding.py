@@ -1,17 +1,26 @@
 """Fixed-point encoding of weighted float updates into the ring Z_(2^w), w = 32 or 64.
 
 A client with update ``x`` and weight ``weight`` (at most the public bound ``max_weight``) encodes
-``alpha = weight / max_weight`` and ``y = alpha * clip(x, -clip, clip)``, shifted to be non-negative::
+``alpha = weight / max_weight`` and ``y = alpha * clip(x, -clip, clip)`` around the integer offset
+``o = 2^(p-1)``::
 
-    q_i = sround((y_i + clip) * scale),    scale = (2^p - 1) / (2 clip)      -> q_i in [0, 2^p - 1]
+    q_i = sround(y_i * scale + o),    scale = (2^(p-1) - 1) / clip           -> q_i in [1, 2^p - 1]
     q_w = sround(alpha * (2^p - 1))                                            -> the extra weight element
 
 ``sround`` is unbiased stochastic rounding (floor, plus one with probability equal to the fraction) driven
-by a CSPRNG (AES-CTR keyed from ``os.urandom``). The sum of ``n`` encodings is below ``n * 2^p``, so the
-required ring bits are ``p + ceil(log2 n)``; the word is the smallest of 32 or 64 bits that holds them, and
-a configuration needing more is refused. Decoding the sum of ``k`` contributions::
+by a CSPRNG (AES-CTR keyed from ``os.urandom``). With ``noise_sigma > 0`` each client then adds discrete
+Gaussian noise N_Z(0, noise_sigma^2) to every ``q_i`` (not to the weight element): the building block of
+distributed DP under masking (Kairouz, Liu, Steinke 2021), so the ring sum carries the noise of all
+contributors and no party ever sees an unnoised sum.
 
-    sum y = sum q / scale - k * clip,    sum alpha = sum q_w / (2^p - 1),    mean = sum y / sum alpha
+Decoding the sum of ``k`` contributions reads ``sum q_i - k o`` as a signed (two's complement) word::
+
+    sum y = (sum q - k o) / scale,    sum alpha = sum q_w / (2^p - 1),    mean = sum y / sum alpha
+
+The centred sum lies in (-k 2^(p-1), k 2^(p-1)), so ``p + ceil(log2 n)`` ring bits hold ``n`` summands;
+with noise the ring also holds ``NOISE_TAIL`` standard deviations of the summed noise (a wrap then has
+probability below 1e-50 per coordinate). The word is the smallest of 32 or 64 bits that holds them, and a
+configuration needing more is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from secagg.errors import ConfigurationError, UpdateRejected
+from secagg.primitives.noise import discrete_gaussian
 from secagg.primitives.prg import MaskExpander
+
+NOISE_TAIL = 16.0
 
 
 @dataclass(frozen=True)
@@ -35,16 +47,19 @@ class FixedPointEncoder:
     clip: float = 1.0
     precision_bits: int = 20
     max_weight: float = 1.0
+    noise_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if self.dimension < 1 or self.max_clients < 1:
             raise ConfigurationError("dimension and max_clients must be positive")
         if not (math.isfinite(self.clip) and self.clip > 0):
             raise ConfigurationError(f"clip must be finite and positive, got {self.clip}")
-        if not 1 <= self.precision_bits <= 52:
-            raise ConfigurationError(f"precision_bits must be in [1, 52], got {self.precision_bits}")
+        if not 2 <= self.precision_bits <= 52:
+            raise ConfigurationError(f"precision_bits must be in [2, 52], got {self.precision_bits}")
         if not (math.isfinite(self.max_weight) and self.max_weight > 0):
             raise ConfigurationError(f"max_weight must be finite and positive, got {self.max_weight}")
+        if not (math.isfinite(self.noise_sigma) and self.noise_sigma >= 0):
+            raise ConfigurationError(f"noise_sigma must be finite and non-negative, got {self.noise_sigma}")
         if self.ring_bits > 64:
             raise ConfigurationError(
                 f"{self.max_clients} clients at {self.precision_bits} bits of precision need a "
@@ -52,8 +67,13 @@ class FixedPointEncoder:
 
     @property
     def ring_bits(self) -> int:
-        """Bits the largest possible sum needs."""
-        return self.precision_bits + max(1, math.ceil(math.log2(self.max_clients)))
+        """Bits the largest possible sum (and, with noise, NOISE_TAIL deviations of its noise) needs."""
+        bits = self.precision_bits + max(1, math.ceil(math.log2(self.max_clients)))
+        if self.noise_sigma > 0:
+            reach = (self.max_clients * 2.0 ** (self.precision_bits - 1)
+                     + NOISE_TAIL * self.noise_sigma * math.sqrt(self.max_clients))
+            bits = max(bits, 1 + math.ceil(math.log2(reach)))
+        return bits
 
     @property
     def dtype(self) -> np.dtype:
@@ -69,13 +89,23 @@ class FixedPointEncoder:
         return (1 << self.precision_bits) - 1
 
     @property
+    def offset(self) -> int:
+        return 1 << (self.precision_bits - 1)
+
+    @property
     def scale(self) -> float:
-        return self.levels / (2.0 * self.clip)
+        return (self.offset - 1) / self.clip
 
     @property
     def step(self) -> float:
         """The quantization step: the largest rounding error of one coordinate of one client."""
         return 1.0 / self.scale
+
+    def l2_sensitivity(self, l2_bound: float) -> float:
+        """A bound, in ring units, on the L2 norm of one client's centred encoding ``q - o`` when its
+        update has L2 norm at most ``l2_bound`` and weight ``max_weight``: scaling gives at most
+        ``scale * l2_bound``, and rounding moves each coordinate by less than 1."""
+        return self.scale * l2_bound + math.sqrt(self.dimension)
 
     def encode(self, update: np.ndarray, weight: float) -> np.ndarray:
         """The ring vector (length ``dimension + 1``) of one client's weighted update."""
@@ -88,11 +118,14 @@ class FixedPointEncoder:
         alpha = weight / self.max_weight
         values = np.empty(self.length, dtype=np.float64)
         np.clip(update, -self.clip, self.clip, out=values[:-1])
-        values[:-1] *= alpha
-        values[:-1] += self.clip
-        values[:-1] *= self.scale
+        values[:-1] *= alpha * self.scale
+        values[:-1] += self.offset
         values[-1] = alpha * self.levels
-        return self._stochastic_round(values)
+        encoded = self._stochastic_round(values)
+        if self.noise_sigma > 0:
+            noise = discrete_gaussian(self.dimension, self.noise_sigma)
+            np.add(encoded[:-1], noise.astype(self.dtype), out=encoded[:-1])  # wraps modulo 2^w
+        return encoded
 
     def decode(self, total: np.ndarray, contributors: int) -> tuple[np.ndarray, float]:
         """The weighted mean update (float32) and total weight from the sum of ``contributors`` encodings."""
@@ -103,7 +136,9 @@ class FixedPointEncoder:
         alpha_sum = float(total[-1]) / self.levels
         if alpha_sum <= 0:
             raise UpdateRejected("aggregate weight is zero")
-        weighted = total[:-1].astype(np.float64) / self.scale - contributors * self.clip
+        centred = total[:-1] - self.dtype.type(contributors * self.offset)  # wraps modulo 2^w
+        signed = centred.view(np.int32 if self.dtype == np.uint32 else np.int64)
+        weighted = signed.astype(np.float64) / self.scale
         return (weighted / alpha_sum).astype(np.float32), alpha_sum * self.max_weight
 
     def _stochastic_round(self, values: np.ndarray) -> np.ndarray:

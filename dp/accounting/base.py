@@ -12,10 +12,12 @@ from dp.events import GaussianTerm, PrivacyEvent
 
 class Accountant(abc.ABC):
     """Holds the multiset of Gaussian terms composed so far. Terms with equal (z, q) merge their counts, so a
-    client that trained in 1000 rounds costs one term, not 1000."""
+    client that trained in 1000 rounds costs one term, not 1000. ``bound_only``: some term is only an RDP
+    bound of its mechanism (see :mod:`dp.events`)."""
 
     def __init__(self) -> None:
         self._terms: Counter[tuple[float, float]] = Counter()
+        self.bound_only = False
 
     def compose(self, event: PrivacyEvent) -> None:
         """Add ``event``; if it is invalid nothing is added."""
@@ -25,11 +27,12 @@ class Accountant(abc.ABC):
                 raise InvalidPrivacyParameter(f"invalid Gaussian term {(z, q, count)}")
         for z, q, count in terms:
             self._terms[(z, q)] += count
+        self.bound_only |= event.rdp_bound_only
 
     def epsilon_if(self, event: PrivacyEvent, delta: float) -> float:
         """Epsilon after composing ``event``, leaving this accountant unchanged."""
         trial = type(self)()
-        trial._terms = self._terms.copy()
+        trial._terms, trial.bound_only = self._terms.copy(), self.bound_only
         trial.compose(event)
         return trial.epsilon(delta)
 

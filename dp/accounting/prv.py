@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import warnings
 
-
 from dp.accounting.base import Accountant
 from dp.accounting.rdp import RDPAccountant
 
 
 class PRVAccountant(Accountant):
-    """``relative_error``: the PRV discretization error allowed, as a fraction of the RDP epsilon (an upper
+    """PRV accounting needs each mechanism's exact privacy-loss distribution: when a term is only an RDP
+    bound (``bound_only``), it reports the RDP epsilon, an upper bound, rather than claim a tighter one.
+
+    ``relative_error``: the PRV discretization error allowed, as a fraction of the RDP epsilon (an upper
     bound of the PRV one), and at least 0.01 absolute. The domain, and so the time, grows as it shrinks."""
 
     def __init__(self, relative_error: float = 0.002) -> None:
@@ -20,6 +22,8 @@ class PRVAccountant(Accountant):
     def _epsilon(self, delta: float) -> float:
         rdp = RDPAccountant()
         rdp._terms = self._terms.copy()
+        if self.bound_only:
+            return rdp.epsilon(delta)
         eps_error = max(0.01, self.relative_error * rdp.epsilon(delta))
         from opacus.accountants import PRVAccountant as OpacusPRV  # slow import: only when used
 

@@ -20,7 +20,7 @@ from secagg.ckks.params import CKKSParams
 from secagg.ckks.signing import contribution_payload
 from secagg.errors import AuthenticationError, DecryptionRefused, MessageError
 from secagg.primitives.keys import verify_signature
-from secagg.primitives.prg import secure_gaussian
+from secagg.primitives.noise import secure_gaussian
 from secagg.wire import SESSION_BYTES, BodyReader, BodyWriter
 
 

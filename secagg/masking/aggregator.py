@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from secagg.aggregation import RoundContext
@@ -22,6 +24,12 @@ class MaskingAggregator:
     def __init__(self, config: MaskingConfig | None = None) -> None:
         self.config = config or MaskingConfig()
         self.identities = IdentityRegistry()
+
+    def with_noise(self, sigma: float) -> MaskingAggregator:
+        """This aggregator (same identities) whose clients add N_Z(0, sigma^2) in ring units to their encodings."""
+        twin = MaskingAggregator(replace(self.config, noise_sigma=sigma))
+        twin.identities = self.identities
+        return twin
 
     @property
     def stages(self) -> int:

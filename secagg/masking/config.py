@@ -21,6 +21,8 @@ class MaskingConfig:
     ``consistency_check``: the active-adversary variant: advertised keys and the survivor list are signed
     with Ed25519 identity keys and checked by every client before it reveals a share.
     ``clip``, ``precision_bits``, ``max_weight``: the fixed-point encoding (see :mod:`secagg.encoding`).
+    ``noise_sigma``: discrete Gaussian noise each client adds to its encoding, in ring units (quantization
+    steps); 0 adds none. Distributed DP sets it (:mod:`dp.clipping`); the protocol is otherwise unchanged.
     """
 
     neighbors: int | None = None
@@ -29,6 +31,7 @@ class MaskingConfig:
     clip: float = 1.0
     precision_bits: int = 20
     max_weight: float = 1.0
+    noise_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if self.neighbors is not None and self.neighbors < 0:
@@ -39,11 +42,12 @@ class MaskingConfig:
             raise ConfigurationError(f"an absolute threshold must be at least 1, got {self.threshold}")
         if isinstance(self.threshold, float) and not 0.0 < self.threshold <= 1.0:
             raise ConfigurationError(f"a threshold fraction must be in (0, 1], got {self.threshold}")
-        FixedPointEncoder(1, 1, self.clip, self.precision_bits, self.max_weight)  # validates the encoding
+        self.encoder(1, 1)  # validates the encoding
 
     def encoder(self, dimension: int, clients: int) -> FixedPointEncoder:
         """The encoding for ``clients`` summands; refuses a configuration whose sum could wrap."""
-        return FixedPointEncoder(dimension, clients, self.clip, self.precision_bits, self.max_weight)
+        return FixedPointEncoder(dimension, clients, self.clip, self.precision_bits, self.max_weight,
+                                 self.noise_sigma)
 
     def degree(self, n: int) -> int:
         """The number of neighbours each of ``n`` clients has."""

@@ -76,14 +76,3 @@ class MaskExpander:
         out *= 1.0 / float(2 ** (8 * self.dtype.itemsize))
         return out
 
-
-def secure_gaussian(count: int, sigma: float) -> np.ndarray:
-    """``count`` samples of N(0, sigma^2) from AES-CTR keyed by ``os.urandom`` (Box-Muller, 53-bit uniforms)."""
-    if count < 1 or not sigma > 0:
-        raise ConfigurationError(f"need a positive count and sigma, got {count} and {sigma}")
-    half = (count + 1) // 2
-    words = MaskExpander(2 * half, np.uint64).expand(os.urandom(SEED_BYTES)) >> np.uint64(11)
-    u = (words.astype(np.float64) + 1.0) * 2.0**-53  # in (0, 1]
-    radius = np.sqrt(-2.0 * np.log(u[:half]))
-    angle = 2.0 * np.pi * u[half:]
-    return (sigma * np.concatenate([radius * np.cos(angle), radius * np.sin(angle)]))[:count]

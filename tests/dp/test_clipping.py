@@ -3,8 +3,10 @@ import pytest
 
 from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode, clip_l2
 from dp.errors import InvalidPrivacyParameter
-from dp.events import DistributedGaussianEvent, GaussianEvent
-from secagg.aggregation import AggregateResult
+from dp.events import DistributedDiscreteGaussianEvent, DistributedGaussianEvent, GaussianEvent
+from secagg.aggregation import AggregateResult, RoundContext
+from secagg.errors import SecAggError
+from secagg.masking import MaskingAggregator, MaskingConfig
 from secagg.plaintext import PlaintextAggregator
 
 from tests.secagg.driver import run_round
@@ -57,3 +59,30 @@ def test_settings_are_validated():
         ClientLevelDP(0.0, 1.0)
     with pytest.raises(InvalidPrivacyParameter):
         ClientLevelDP(1.0, 0.0)
+
+
+def test_distributed_mode_under_masking_puts_discrete_noise_on_the_ring():
+    masking = MaskingAggregator(MaskingConfig(neighbors=0))
+    agg = ClientLevelDPAggregator(masking, ClientLevelDP(1.0, 1.0, ClientLevelMode.DISTRIBUTED, min_clients=4))
+    dim = 20000
+    updates = {c: np.zeros(dim, np.float32) for c in range(6)}
+    _, result = run_round(agg, updates, drop_stage={5: 0})
+    assert result.contributors == (0, 1, 2, 3, 4)
+    (event,) = result.events
+    encoder = masking.encoder(RoundContext.new(1, tuple(range(6)), dim))
+    sensitivity = encoder.l2_sensitivity(1.0)
+    assert event == DistributedDiscreteGaussianEvent(1.0, 5, 4, sensitivity / 2, sensitivity, dim)
+    assert event.effective_noise_multiplier == pytest.approx(np.sqrt(5 / 4))
+    # the sum carries 5 shares of (z D / 2)^2, D = scale C plus the rounding slack, in units of the update
+    expected = np.sqrt(5) * 0.5 * sensitivity / encoder.scale
+    assert (result.mean.astype(np.float64) * 5).std() == pytest.approx(expected, rel=0.05)
+    assert abs(result.mean.mean()) < 0.01
+
+
+def test_distributed_mode_under_masking_never_releases_below_min_clients():
+    agg = ClientLevelDPAggregator(MaskingAggregator(MaskingConfig(neighbors=0)),
+                                  ClientLevelDP(1.0, 1.0, ClientLevelMode.DISTRIBUTED, min_clients=4))
+    updates = {c: np.zeros(10, np.float32) for c in range(5)}
+    for drop_stage in (0, 2):  # before advertising keys, and before sending the masked input
+        with pytest.raises(SecAggError, match="at least 4|below"):
+            run_round(agg, updates, drop_stage={3: drop_stage, 4: drop_stage})

@@ -1,10 +1,15 @@
+import math
+
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy.special import logsumexp
 
 from dp.errors import InvalidPrivacyParameter
 from dp.events import (
     ComposedEvent,
+    DistributedDiscreteGaussianEvent,
     DistributedGaussianEvent,
     GaussianEvent,
     PoissonSampledGaussianEvent,
@@ -15,7 +20,9 @@ z = st.floats(0.1, 20)
 gaussian = st.builds(GaussianEvent, z)
 sampled = st.builds(PoissonSampledGaussianEvent, z, st.floats(1e-4, 1.0), st.integers(1, 10**6))
 distributed = st.builds(DistributedGaussianEvent, z, st.integers(1, 1000), st.integers(1, 1000))
-leaf = st.one_of(gaussian, sampled, distributed)
+discrete = st.builds(DistributedDiscreteGaussianEvent, z, st.integers(1, 100), st.integers(1, 100),
+                     st.floats(0.5, 1e6), st.floats(1.0, 1e6), st.integers(1, 10**6))
+leaf = st.one_of(gaussian, sampled, distributed, discrete)
 event = st.one_of(leaf, st.builds(ComposedEvent, st.lists(leaf, max_size=4).map(tuple)))
 
 
@@ -37,10 +44,49 @@ def test_distributed_noise_follows_the_survivors():
     assert DistributedGaussianEvent(1.0, 1, 2).effective_noise_multiplier == pytest.approx(2**-0.5)
 
 
+def test_discrete_gaussian_at_large_sigma_is_the_gaussian_bound():
+    # sigma = z D / sqrt(m) per client: tau vanishes and the effective z is z sqrt(survivors / m)
+    e = DistributedDiscreteGaussianEvent(1.5, 8, 2, 1.5 * 1e5 / math.sqrt(2), 1e5, 4810)
+    assert e.effective_noise_multiplier == pytest.approx(1.5 * 2.0, rel=1e-12)
+    assert e.rdp_bound_only and not GaussianEvent(1.0).rdp_bound_only
+    assert ComposedEvent((GaussianEvent(1.0), e)).rdp_bound_only
+
+
+def _log_sum_of_discrete_gaussians(sigma, n, radius=80):
+    """log P(Y_1 + ... + Y_n = x) for x in [-n radius, n radius], Y_i ~ N_Z(0, sigma^2), in log space."""
+    support = np.arange(-radius, radius + 1)
+    one = -support.astype(np.float64) ** 2 / (2 * sigma**2)
+    one -= logsumexp(one)
+    total = one
+    for _ in range(n - 1):  # log-space convolution
+        size = total.size + one.size - 1
+        grid = np.full((one.size, size), -np.inf)
+        for i, v in enumerate(one):
+            grid[i, i:i + total.size] = v + total
+        total = logsumexp(grid, axis=0)
+    return total
+
+
+@pytest.mark.parametrize("sigma, n", [(0.5, 2), (0.8, 3), (2.0, 2)])
+def test_discrete_gaussian_bound_holds_against_the_exact_renyi_divergence(sigma, n):
+    """An independent check of Proposition 14 in one dimension: the exact Renyi divergence between the sum
+    of n discrete Gaussians and its shift by the sensitivity 1 never exceeds alpha * rho."""
+    log_total = _log_sum_of_discrete_gaussians(sigma, n)
+    log_p, log_q = log_total[1:], log_total[:-1]  # P(x) and P(x - 1) on a common support
+    e = DistributedDiscreteGaussianEvent(1.0, n, n, sigma, 1.0, 1)
+    for alpha in (1.5, 2.0, 4.0, 8.0):
+        exact = logsumexp(alpha * log_p + (1 - alpha) * log_q) / (alpha - 1)
+        assert 0 < exact <= alpha * e.rho * (1 + 1e-9)
+    assert e.rho >= 1 / (2 * n * sigma**2)  # at least what a continuous sum of that variance gives
+
+
 @pytest.mark.parametrize("make", [
     lambda: GaussianEvent(0.0), lambda: GaussianEvent(float("nan")),
     lambda: PoissonSampledGaussianEvent(1.0, 0.0), lambda: PoissonSampledGaussianEvent(1.0, 1.5),
     lambda: PoissonSampledGaussianEvent(1.0, 0.5, 0), lambda: DistributedGaussianEvent(1.0, 0, 2),
+    lambda: DistributedDiscreteGaussianEvent(1.0, 2, 2, 0.4, 1.0, 1),
+    lambda: DistributedDiscreteGaussianEvent(1.0, 2, 2, 1.0, 0.0, 1),
+    lambda: DistributedDiscreteGaussianEvent(1.0, 2, 2, 1.0, 1.0, 0),
 ])
 def test_invalid_events(make):
     with pytest.raises(InvalidPrivacyParameter):

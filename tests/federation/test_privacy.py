@@ -20,7 +20,8 @@ def dp_config(dp=DPMode.CENTRAL, secure=SecureMode.NONE, **privacy):
 
 
 @pytest.mark.parametrize("dp, secure", [(DPMode.CENTRAL, SecureMode.NONE), (DPMode.CENTRAL, SecureMode.MASK),
-                                        (DPMode.DISTRIBUTED, SecureMode.CKKS), (DPMode.LOCAL, SecureMode.NONE)])
+                                        (DPMode.DISTRIBUTED, SecureMode.CKKS), (DPMode.DISTRIBUTED, SecureMode.MASK),
+                                        (DPMode.LOCAL, SecureMode.NONE)])
 def test_every_mode_trains_and_fills_the_ledger(tmp_path, dp, secure):
     fed = build_federation(dp_config(dp, secure), tmp_path)
     history = fed.run()
@@ -78,8 +79,8 @@ def test_target_epsilon_picks_a_noise_multiplier_that_meets_it(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(dp=DPMode.CENTRAL), "needs --noise-multiplier"),
     (dict(dp=DPMode.NONE, privacy=PrivacySettings(noise_multiplier=1.0)), "without --dp"),
-    (dict(dp=DPMode.DISTRIBUTED, secure=SecureMode.MASK, privacy=PrivacySettings(noise_multiplier=1.0)),
-     "discrete Gaussian"),
+    (dict(dp=DPMode.DISTRIBUTED, secure=SecureMode.NONE, privacy=PrivacySettings(noise_multiplier=1.0)),
+     "needs --secure mask or ckks"),
 ])
 def test_impossible_privacy_configurations(kwargs, match):
     with pytest.raises(ConfigError, match=match):

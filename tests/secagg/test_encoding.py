@@ -34,7 +34,7 @@ def test_stochastic_rounding_is_unbiased():
     enc = FixedPointEncoder(20000, 1, clip=1.0, precision_bits=4)
     x = np.full(20000, 0.3, dtype=np.float32)  # not a multiple of the step
     q = enc.encode(x, 1.0)[:-1].astype(np.float64)
-    decoded = q.mean() / enc.scale - enc.clip
+    decoded = (q.mean() - enc.offset) / enc.scale
     assert abs(decoded - 0.3) < 0.01 * enc.step * 10
     assert len(np.unique(q)) == 2  # both neighbouring levels occur
 
@@ -78,3 +78,36 @@ def test_bad_updates_are_rejected(update, weight, match):
 def test_bad_configurations(kwargs):
     with pytest.raises(ConfigurationError):
         FixedPointEncoder(**{**dict(dimension=2, max_clients=3), **kwargs})
+
+
+def test_noise_is_summed_with_the_encodings_and_decoded_centred():
+    n, dim, sigma = 5, 20000, 1000.0
+    enc = FixedPointEncoder(dim, n, clip=1.0, precision_bits=16, noise_sigma=sigma)
+    x = np.full(dim, -1.0, np.float32)  # the lowest level: noise takes sums below the offset
+    mean, weight = enc.decode(wrap_sum([enc.encode(x, 1.0) for _ in range(n)], enc.dtype), n)
+    noise = mean.astype(np.float64) + 1.0
+    assert weight == pytest.approx(n)
+    assert abs(noise.mean()) < 0.05 * sigma / enc.scale
+    assert noise.std() == pytest.approx(np.sqrt(n) * sigma / enc.scale / n, rel=0.03)
+
+
+def test_noise_widens_the_ring():
+    quiet = FixedPointEncoder(10, 1000, precision_bits=20)
+    assert quiet.ring_bits == 30
+    # 1000 * 2^19 + 16 * 2^19 * sqrt(1000) < 2^30, plus the sign bit
+    assert FixedPointEncoder(10, 1000, precision_bits=20, noise_sigma=2.0**19).ring_bits == 31
+    assert FixedPointEncoder(10, 1000, precision_bits=20, noise_sigma=2.0**22).ring_bits == 33
+    with pytest.raises(ConfigurationError, match="wrap"):
+        FixedPointEncoder(10, 1000, precision_bits=20, noise_sigma=2.0**60)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 200), st.integers(4, 24), st.floats(0.01, 1.0), st.data())
+def test_l2_sensitivity_bounds_every_centred_encoding(dim, bits, norm, data):
+    enc = FixedPointEncoder(dim, 4, clip=1.0, precision_bits=bits)
+    direction = np.array(data.draw(st.lists(st.floats(-1, 1), min_size=dim, max_size=dim)))
+    if not np.linalg.norm(direction) > 1e-6:
+        direction = np.ones(dim)
+    x = (direction / np.linalg.norm(direction) * norm).astype(np.float32)
+    centred = enc.encode(x, 1.0)[:-1].astype(np.int64) - enc.offset
+    assert np.linalg.norm(centred) <= enc.l2_sensitivity(float(np.linalg.norm(x.astype(np.float64))))

@@ -10,7 +10,7 @@ from scipy import integrate, stats
 from dp.accounting import PRVAccountant, RDPAccountant
 from dp.accounting.rdp import ORDERS, _rdp_per_step
 from dp.errors import InvalidPrivacyParameter
-from dp.events import ComposedEvent, GaussianEvent, PoissonSampledGaussianEvent
+from dp.events import ComposedEvent, DistributedDiscreteGaussianEvent, GaussianEvent, PoissonSampledGaussianEvent
 
 MNIST = PoissonSampledGaussianEvent(1.1, 256 / 60000, 14062)  # 60 epochs of batch 256 over 60,000 examples
 PRV_PAPER = PoissonSampledGaussianEvent(1.5, 0.04, 2250)
@@ -105,3 +105,16 @@ def test_invalid_events_leave_no_partial_state():
     with pytest.raises(InvalidPrivacyParameter):
         a.compose(Broken(1.0))
     assert a.terms == [(1.0, 1.0, 1)]
+
+
+def test_prv_falls_back_to_rdp_once_a_term_is_only_an_rdp_bound():
+    bound = DistributedDiscreteGaussianEvent(1.0, 4, 4, 5e3, 1e4, 100)  # effective z = 1
+    prv, rdp = PRVAccountant(), RDPAccountant()
+    for a in (prv, rdp):
+        a.compose(PoissonSampledGaussianEvent(1.0, 0.1, 100))
+    assert prv.epsilon(1e-5) < rdp.epsilon(1e-5)
+    assert prv.epsilon_if(bound, 1e-5) == pytest.approx(rdp.epsilon_if(bound, 1e-5))
+    assert not prv.bound_only  # epsilon_if left it unchanged
+    prv.compose(bound)
+    rdp.compose(bound)
+    assert prv.bound_only and prv.epsilon(1e-5) == pytest.approx(rdp.epsilon(1e-5))
