@@ -17,6 +17,8 @@ release with fewer than m contributions (masking clients check the survivor list
 CKKS key holder has its own floor). Events count the survivors actually summed, never more.
 
 Updates are weighted uniformly (weight 1): example-count weights would change each client's sensitivity.
+With ``adaptive`` (central mode), the clip norm moves toward a quantile of the update norms after every round
+(:mod:`dp.adaptive`); each client's "within the clip" bit rides along as one more summed coordinate.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from dp.adaptive import AdaptiveClipping
 from dp.errors import InvalidPrivacyParameter
 from dp.events import DistributedDiscreteGaussianEvent, DistributedGaussianEvent, GaussianEvent, PrivacyEvent
 from secagg.aggregation import AggregateResult, Aggregator, ClientSession, RoundContext, ServerSession
@@ -46,6 +49,7 @@ class ClientLevelDP:
     clip: float
     mode: ClientLevelMode = ClientLevelMode.CENTRAL
     min_clients: int = 2
+    adaptive: AdaptiveClipping | None = None
 
     def __post_init__(self) -> None:
         GaussianEvent(self.noise_multiplier)
@@ -53,6 +57,11 @@ class ClientLevelDP:
             raise InvalidPrivacyParameter(f"clip must be positive, got {self.clip}")
         if self.min_clients < 1:
             raise InvalidPrivacyParameter(f"min_clients must be positive, got {self.min_clients}")
+        if self.adaptive is not None:
+            if self.mode is not ClientLevelMode.CENTRAL:
+                raise InvalidPrivacyParameter("adaptive clipping is implemented for central DP only: distributed "
+                                              "noise shares would also have to cover the clients' count")
+            self.adaptive.update_noise_multiplier(self.noise_multiplier)
 
 
 def clip_l2(update: np.ndarray, bound: float) -> np.ndarray:
@@ -63,46 +72,56 @@ def clip_l2(update: np.ndarray, bound: float) -> np.ndarray:
 class ClientLevelDPAggregator:
     """Wraps ``inner``: clip (and, distributed, noise) on the client side; noise (central) and privacy
     events on the server side. The inner aggregator is unaware of DP, except that a masking aggregator is
-    asked for clients that add discrete Gaussian noise to their encodings."""
+    asked for clients that add discrete Gaussian noise to their encodings. ``clip`` is the current clip
+    norm: ``dp.clip``, or, with adaptive clipping, where the last round moved it."""
 
     def __init__(self, inner: Aggregator, dp: ClientLevelDP) -> None:
         self.inner, self.dp = inner, dp
+        self.clip = dp.clip
 
     @property
     def stages(self) -> int:
         return self.inner.stages
 
     def client_session(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float) -> ClientSession:
-        ctx = self._floor(ctx)
+        ctx = self._inner_context(ctx)
         inner, ring = self._for_round(ctx)
-        clipped = clip_l2(np.asarray(update, dtype=np.float32), self.dp.clip).astype(np.float64)
+        update = np.asarray(update, dtype=np.float32)
+        clipped = clip_l2(update, self.clip).astype(np.float64)
         if self.dp.mode is ClientLevelMode.DISTRIBUTED and ring is None:
-            sigma = self.dp.noise_multiplier * self.dp.clip / np.sqrt(self.dp.min_clients)
+            sigma = self.dp.noise_multiplier * self.clip / np.sqrt(self.dp.min_clients)
             clipped += secure_gaussian(clipped.size, sigma)
+        if self.dp.adaptive is not None:  # the bit b - 1/2: was the update within the clip?
+            within = float(np.linalg.norm(update.astype(np.float64))) <= self.clip
+            clipped = np.append(clipped, 0.5 if within else -0.5)
         return inner.client_session(ctx, client_id, clipped.astype(np.float32), 1.0)
 
     def server_session(self, ctx: RoundContext) -> ServerSession:
-        ctx = self._floor(ctx)
+        ctx = self._inner_context(ctx)
         inner, ring = self._for_round(ctx)
-        return _DPServer(inner.server_session(ctx), self.dp, ring)
+        return _DPServer(inner.server_session(ctx), self, ring)
 
-    def _floor(self, ctx: RoundContext) -> RoundContext:
+    def _inner_context(self, ctx: RoundContext) -> RoundContext:
+        """Distributed: at least ``min_clients`` contributions. Adaptive: one more coordinate, the bit."""
         if self.dp.mode is ClientLevelMode.DISTRIBUTED and ctx.min_clients < self.dp.min_clients:
-            return replace(ctx, min_clients=self.dp.min_clients)
+            ctx = replace(ctx, min_clients=self.dp.min_clients)
+        if self.dp.adaptive is not None:
+            ctx = replace(ctx, dimension=ctx.dimension + 1)
         return ctx
 
     def _for_round(self, ctx: RoundContext) -> tuple[Aggregator, FixedPointEncoder | None]:
         """The inner aggregator of this round and, when the noise goes on a masking ring, its encoder."""
         if self.dp.mode is not ClientLevelMode.DISTRIBUTED or not isinstance(self.inner, MaskingAggregator):
             return self.inner, None
-        sensitivity = self.inner.encoder(ctx).l2_sensitivity(self.dp.clip)
+        sensitivity = self.inner.encoder(ctx).l2_sensitivity(self.clip)
         noisy = self.inner.with_noise(self.dp.noise_multiplier * sensitivity / math.sqrt(self.dp.min_clients))
         return noisy, noisy.encoder(ctx)
 
 
 class _DPServer:
-    def __init__(self, inner: ServerSession, dp: ClientLevelDP, ring: FixedPointEncoder | None) -> None:
-        self.inner, self.dp, self.ring = inner, dp, ring
+    def __init__(self, inner: ServerSession, owner: ClientLevelDPAggregator, ring: FixedPointEncoder | None) -> None:
+        self.inner, self.owner, self.ring = inner, owner, ring
+        self.dp, self.clip = owner.dp, owner.clip  # the clip this round's clients use
 
     @property
     def finished(self) -> bool:
@@ -120,12 +139,19 @@ class _DPServer:
         mean = result.mean
         event: PrivacyEvent
         if self.dp.mode is ClientLevelMode.CENTRAL:
-            noise = secure_gaussian(result.mean.size, z * self.dp.clip) / k
-            mean = (result.mean.astype(np.float64) + noise).astype(np.float32)
+            total = result.mean.astype(np.float64) * k  # weights are 1: the sum of the clipped updates
+            if self.dp.adaptive is not None:
+                total, count = total[:-1], total[-1] + k / 2.0
+                count += secure_gaussian(1, self.dp.adaptive.count_noise)[0]
+                z_update = self.dp.adaptive.update_noise_multiplier(z)
+                self.owner.clip = self.dp.adaptive.next_clip(self.clip, count / k)
+            else:
+                z_update = z
+            mean = ((total + secure_gaussian(total.size, z_update * self.clip)) / k).astype(np.float32)
             event = GaussianEvent(z)
         elif self.ring is not None:
             event = DistributedDiscreteGaussianEvent(z, k, self.dp.min_clients, self.ring.noise_sigma,
-                                                     self.ring.l2_sensitivity(self.dp.clip), self.ring.dimension)
+                                                     self.ring.l2_sensitivity(self.clip), self.ring.dimension)
         else:
             event = DistributedGaussianEvent(z, k, self.dp.min_clients)
         return replace(result, mean=mean, events=result.events + (event,))

@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--dp: choose z so that the whole run spends this epsilon (RDP) at --delta")
     run.add_argument("--clip", type=float, default=1.0,
                      help="--dp: per-sample gradient norm (local) or update L2 norm (central, distributed)")
+    run.add_argument("--adaptive-clip", type=float, default=None, metavar="QUANTILE",
+                     help="--dp central: adapt the update clip (from --clip) toward this quantile of the update "
+                          "norms (Andrew et al. 2021)")
+    run.add_argument("--clip-lr", type=float, default=0.2, help="--adaptive-clip: geometric learning rate")
+    run.add_argument("--count-noise", type=float, default=None,
+                     help="--adaptive-clip: noise std on the count of clients within the clip (default: "
+                          "max(z, clients per round / 20); must exceed z / 2)")
     run.add_argument("--delta", type=float, default=1e-5, help="--dp: delta of (epsilon, delta)-DP")
     run.add_argument("--max-epsilon", type=float, default=None,
                      help="--dp: budget: clients decline rounds that would exceed it; the server stops when the "
@@ -143,7 +150,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     privacy = None
     if DPMode(args.dp) is not DPMode.NONE:
         privacy = PrivacySettings(args.noise_multiplier, args.target_epsilon, args.clip, args.delta,
-                                  args.max_epsilon, args.secure_mode)
+                                  args.max_epsilon, args.secure_mode, args.adaptive_clip, args.clip_lr,
+                                  args.count_noise)
     return ExperimentConfig(
         dataset=DatasetName(args.dataset), clients=args.clients, clients_per_round=args.clients_per_round,
         rounds=args.rounds, local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,

@@ -11,8 +11,10 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader
 
+from dp.adaptive import AdaptiveClipping
 from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode
 from dp.dpsgd import DPSGDConfig
+from dp.errors import InvalidPrivacyParameter
 from dp.events import GaussianEvent
 from dp.ledger import PrivacyLedger
 from federation.client import FederatedClient, train_epoch
@@ -51,7 +53,9 @@ class DPMode(enum.Enum):
 @dataclass(frozen=True)
 class PrivacySettings:
     """``noise_multiplier`` or ``target_epsilon`` (then the multiplier that reaches it over the whole run is
-    computed); ``clip``: per-sample gradient norm (local) or update L2 norm (client-level)."""
+    computed); ``clip``: per-sample gradient norm (local) or update L2 norm (client-level; with
+    ``adaptive_quantile``, the initial one, then adapted toward that quantile of the update norms, central DP
+    only, see :mod:`dp.adaptive`; ``count_noise`` defaults to max(z, clients per round / 20))."""
 
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
@@ -59,6 +63,9 @@ class PrivacySettings:
     delta: float = 1e-5
     max_epsilon: float | None = None
     secure_mode: bool = False
+    adaptive_quantile: float | None = None
+    clip_learning_rate: float = 0.2
+    count_noise: float | None = None
 
     def __post_init__(self) -> None:
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
@@ -71,6 +78,17 @@ class PrivacySettings:
             raise ConfigError(f"clip must be positive, got {self.clip}")
         if not 0 < self.delta < 1:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
+        if self.adaptive_quantile is not None:
+            try:
+                self.adaptive(1.0)
+            except InvalidPrivacyParameter as err:
+                raise ConfigError(str(err)) from None
+
+    def adaptive(self, noise_multiplier: float, clients_per_round: int = 1) -> AdaptiveClipping | None:
+        if self.adaptive_quantile is None:
+            return None
+        count_noise = self.count_noise or max(noise_multiplier, clients_per_round / 20)
+        return AdaptiveClipping(self.adaptive_quantile, count_noise, self.clip_learning_rate)
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,11 @@ class ExperimentConfig:
         if (self.dp is DPMode.NONE) != (self.privacy is None):
             raise ConfigError("--dp local|central|distributed needs --noise-multiplier or --target-epsilon"
                               if self.privacy is None else "privacy settings given without --dp")
+        if self.privacy is not None and self.privacy.adaptive_quantile is not None:
+            if self.dp is not DPMode.CENTRAL:
+                raise ConfigError("--adaptive-clip works with --dp central only")
+            if self.secure is not SecureMode.NONE and self.masking.clip < 0.5:
+                raise ConfigError("--adaptive-clip sends each client's bit as +-0.5: --encode-clip must be >= 0.5")
         if self.dp is DPMode.DISTRIBUTED and self.secure is SecureMode.NONE:
             raise ConfigError("--dp distributed needs --secure mask or ckks: without secure aggregation the "
                               "server sees each client's noised update, so the noise shares protect nothing")
@@ -216,8 +239,13 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
             dp_sgd = DPSGDConfig(z, config.privacy.clip, config.privacy.secure_mode)
         else:
             mode = ClientLevelMode.CENTRAL if config.dp is DPMode.CENTRAL else ClientLevelMode.DISTRIBUTED
-            aggregator = ClientLevelDPAggregator(aggregator, ClientLevelDP(z, config.privacy.clip, mode,
-                                                                           max(2, config.min_clients)))
+            per_round = config.federation_config().sample_size(config.clients)
+            try:
+                dp = ClientLevelDP(z, config.privacy.clip, mode, max(2, config.min_clients),
+                                   config.privacy.adaptive(z, per_round))
+            except InvalidPrivacyParameter as err:
+                raise ConfigError(str(err)) from None
+            aggregator = ClientLevelDPAggregator(aggregator, dp)
             book.planned_population = (GaussianEvent(z),)
     federation = Federation(model, test_data=data.test, aggregator=aggregator, checkpoint_dir=checkpoint_dir,
                             run_info={"experiment": run_info}, config=config.federation_config(),

@@ -1,5 +1,7 @@
 """``secagg bench --end-to-end``: the default training job in each protection mode, without and with DP,
-timed round by round."""
+timed round by round. DP rows: DP-SGD in every client (any mode), and, under masking or CKKS, client-level
+distributed DP with every client's share needed (``min_clients`` = all clients, so the noise equals central
+DP's)."""
 
 from __future__ import annotations
 
@@ -11,21 +13,24 @@ import numpy as np
 
 from federation.experiment import DPMode, ExperimentConfig, PrivacySettings, SecureMode, build_federation
 
-# DP-SGD in every client (Opacus): the one DP mode that goes with every protection mode
 DP_SETTINGS = PrivacySettings(noise_multiplier=1.0, clip=1.0)
 
 
 def run_end_to_end(modes: list[SecureMode], *, rounds: int = 20, seed: int = 0,
                    with_dp: bool = True) -> list[dict[str, Any]]:
-    """Per mode, without and with DP-SGD: mean wall seconds per round (training included), final accuracy,
+    """Per mode, without and with DP: mean wall seconds per round (training included), final accuracy,
     and the ratio to plaintext without DP."""
     secure_modes = [SecureMode.NONE, *[m for m in modes if m is not SecureMode.NONE]]
-    dp_modes = [DPMode.NONE, DPMode.LOCAL] if with_dp else [DPMode.NONE]
     rows = []
     for mode in secure_modes:
+        dp_modes = [DPMode.NONE]
+        if with_dp:
+            dp_modes += [DPMode.LOCAL] + ([DPMode.DISTRIBUTED] if mode is not SecureMode.NONE else [])
         for dp in dp_modes:
-            config = replace(ExperimentConfig(), secure=mode, rounds=rounds, seed=seed, dp=dp,
-                             privacy=DP_SETTINGS if dp is DPMode.LOCAL else None)
+            base = ExperimentConfig()
+            config = replace(base, secure=mode, rounds=rounds, seed=seed, dp=dp,
+                             privacy=None if dp is DPMode.NONE else DP_SETTINGS,
+                             min_clients=base.clients if dp is DPMode.DISTRIBUTED else base.min_clients)
             rows.append({"mode": mode.value, "dp": dp.value, **_timed_run(config)})
     base = rows[0]["round_seconds"]
     for row in rows:

@@ -44,8 +44,9 @@ def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
 
 
 def end_to_end_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["End to end (default job, mean wall seconds per round, training included; DP = DP-SGD in every "
-             "client, z=1, clip 1):", "",
+    lines = ["End to end (default job, mean wall seconds per round, training included; DP local = DP-SGD in "
+             "every client, z=1, clip 1; DP distributed = client-level noise shares from all 10 clients, z=1, "
+             "clip 1):", "",
              "| mode | DP | round s | x plaintext | final accuracy | up B/client | epsilon |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

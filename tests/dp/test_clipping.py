@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from dp.adaptive import AdaptiveClipping
 from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode, clip_l2
 from dp.errors import InvalidPrivacyParameter
 from dp.events import DistributedDiscreteGaussianEvent, DistributedGaussianEvent, GaussianEvent
@@ -86,3 +87,27 @@ def test_distributed_mode_under_masking_never_releases_below_min_clients():
     for drop_stage in (0, 2):  # before advertising keys, and before sending the masked input
         with pytest.raises(SecAggError, match="at least 4|below"):
             run_round(agg, updates, drop_stage={3: drop_stage, 4: drop_stage})
+
+
+def test_adaptive_clipping_moves_the_clip_to_the_target_quantile():
+    adaptive = AdaptiveClipping(quantile=0.5, count_noise=0.5, learning_rate=0.2)
+    agg = ClientLevelDPAggregator(PlaintextAggregator(), ClientLevelDP(0.5, 0.1, adaptive=adaptive))
+    norms = np.arange(1, 21, dtype=np.float64)  # the median norm is 10.5
+    updates = {c: np.array([n, 0.0, 0.0], np.float32) for c, n in enumerate(norms)}
+    clips = []
+    for _ in range(80):
+        _, result = run_round(agg, updates)
+        clips.append(agg.clip)
+        assert result.mean.shape == (3,) and result.events == (GaussianEvent(0.5),)
+    assert clips[0] < 0.2 and 7.0 < np.median(clips[-20:]) < 14.0
+    # the update sum gets z_u = (z^-2 - (2 sigma_b)^-2)^-1/2 times the clip; the count gets the rest
+    assert adaptive.update_noise_multiplier(0.5) == pytest.approx((4.0 - 1.0) ** -0.5)
+
+
+def test_adaptive_clipping_needs_central_mode_and_count_noise_above_half_z():
+    with pytest.raises(InvalidPrivacyParameter, match="central"):
+        ClientLevelDP(1.0, 1.0, ClientLevelMode.DISTRIBUTED, adaptive=AdaptiveClipping())
+    with pytest.raises(InvalidPrivacyParameter, match="exceed z / 2"):
+        ClientLevelDP(2.0, 1.0, adaptive=AdaptiveClipping(count_noise=1.0))
+    with pytest.raises(InvalidPrivacyParameter):
+        AdaptiveClipping(quantile=1.0)

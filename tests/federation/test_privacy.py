@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from dp.events import PoissonSampledGaussianEvent
+from dp.accounting import RDPAccountant
+from dp.events import GaussianEvent, PoissonSampledGaussianEvent
 from dp.ledger import LEDGER_NAME, POPULATION, PrivacyLedger
 from federation.cli import main
 from federation.errors import ConfigError
@@ -81,13 +82,30 @@ def test_target_epsilon_picks_a_noise_multiplier_that_meets_it(tmp_path):
     (dict(dp=DPMode.NONE, privacy=PrivacySettings(noise_multiplier=1.0)), "without --dp"),
     (dict(dp=DPMode.DISTRIBUTED, secure=SecureMode.NONE, privacy=PrivacySettings(noise_multiplier=1.0)),
      "needs --secure mask or ckks"),
+    (dict(dp=DPMode.DISTRIBUTED, secure=SecureMode.MASK,
+          privacy=PrivacySettings(noise_multiplier=1.0, adaptive_quantile=0.5)), "central only"),
 ])
 def test_impossible_privacy_configurations(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         small_config(**kwargs)
 
 
+def test_adaptive_clipping_through_the_round_loop(tmp_path):
+    cfg = small_config(rounds=4, dp=DPMode.CENTRAL, secure=SecureMode.MASK,
+                       privacy=PrivacySettings(noise_multiplier=1.0, clip=0.01, adaptive_quantile=0.5))
+    fed = build_federation(cfg, tmp_path)
+    assert all(h.status.value == "ok" for h in fed.run())
+    # every update norm exceeds a clip of 0.01, so the clip can only have grown, by up to e^0.1 a round
+    assert 0.01 < fed.aggregator.clip < 0.01 * np.exp(0.2 * 0.5 * 4) * 1.5
+    expected = RDPAccountant()
+    for _ in range(4):
+        expected.compose(GaussianEvent(1.0))  # the count and the update together cost z = 1 a round
+    assert fed.privacy.ledger.epsilon(POPULATION) == pytest.approx(expected.epsilon(1e-5))
+
+
 def test_privacy_settings_are_validated():
+    with pytest.raises(ConfigError, match="quantile"):
+        PrivacySettings(noise_multiplier=1.0, adaptive_quantile=1.5)
     with pytest.raises(ConfigError, match="exactly one"):
         PrivacySettings()
     with pytest.raises(ConfigError):

@@ -78,8 +78,10 @@ def test_end_to_end_compares_modes_on_the_default_job(tmp_path):
                  "--repeat", "1", "--end-to-end", "--rounds", "2", "--out", str(tmp_path), "--quiet"]) == 0
     doc = json.loads((tmp_path / "bench.json").read_text())
     e2e = {(r["mode"], r["dp"]): r for r in doc["end_to_end"]}
-    assert set(e2e) == {(m, d) for m in ("none", "ckks") for d in ("none", "local")}
+    assert set(e2e) == {("none", "none"), ("none", "local"), ("ckks", "none"), ("ckks", "local"),
+                        ("ckks", "distributed")}
     assert e2e["none", "none"]["ratio_to_plaintext"] == 1.0
     assert abs(e2e["none", "none"]["final_accuracy"] - e2e["ckks", "none"]["final_accuracy"]) <= 0.005
     assert e2e["ckks", "local"]["epsilon"] > 0 and "epsilon" not in e2e["ckks", "none"]
+    assert e2e["ckks", "distributed"]["epsilon"] > 0
     assert "End to end" in (tmp_path / "bench.md").read_text()
