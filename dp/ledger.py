@@ -5,11 +5,15 @@ Each round's spend is checked against the budget first (check), then appended an
 A round that is re-run after a crash is recorded again: the first attempt's aggregate did reach the server,
 so counting both is the truthful (conservative) account.
 
-File format (compact, so that 1000 clients x 1000 rounds stays small and fast to audit)::
+File format (columns of integers, so that 1000 clients x 1000 rounds stays small and parses fast)::
 
-    {"version": 2, "delta": d, "max_epsilon": e | null,
-     "events": [event description, ...],              # each distinct event once
-     "entries": [[round, party, event index], ...]}   # party: a client id or "population"
+    {"version": 3, "delta": d, "max_epsilon": e | null,
+     "events": [event description, ...],      # each distinct event once
+     "parties": [party, ...],                 # each party once: a client id or "population"
+     "rounds": [r, ...], "party": [index into parties, ...], "event": [index into events, ...]}
+
+Entry i says that in round ``rounds[i]`` party ``parties[party[i]]`` spent ``events[event[i]]``. Version 2
+files (``"entries": [[round, party, event index], ...]``) are still read.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Union
 
+import numpy as np
+
 from dp.accounting import RDPAccountant
 from dp.errors import InvalidPrivacyParameter
 from dp.events import GaussianTerm, PrivacyEvent, event_from_dict
 
 POPULATION = "population"
 LEDGER_NAME = "ledger.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 Party = Union[int, str]
 
 
@@ -41,7 +47,10 @@ class PrivacyLedger:
         self.delta, self.max_epsilon = delta, max_epsilon
         self.events: list[PrivacyEvent] = []
         self._index: dict[PrivacyEvent, int] = {}
-        self.entries: list[tuple[int, Party, int]] = []
+        self._rounds: list[int] = []
+        self._parties: list[Party] = []
+        self._event_of: list[int] = []
+        self._columns: tuple[int, tuple[list[Party], np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._terms: dict[Party, Counter[tuple[float, float]]] = {}
         self._bound_only: set[Party] = set()
 
@@ -77,6 +86,22 @@ class PrivacyLedger:
         if path is not None:
             self.save(path)
 
+    @property
+    def entries(self) -> list[tuple[int, Party, int]]:
+        """Every record as ``(round, party, event index)``, in the order committed."""
+        return list(zip(self._rounds, self._parties, self._event_of))
+
+    def columns(self) -> tuple[list[Party], np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct parties, and per entry its round, its party's index among them and its event index
+        (kept until the next commit)."""
+        if self._columns is None or self._columns[0] != len(self._rounds):
+            index: dict[Party, int] = {}
+            party_index = np.fromiter((index.setdefault(p, len(index)) for p in self._parties), dtype=np.int64,
+                                      count=len(self._parties))
+            self._columns = (len(self._rounds), (list(index), np.asarray(self._rounds, dtype=np.int64), party_index,
+                                                 np.asarray(self._event_of, dtype=np.int64)))
+        return self._columns[1]
+
     def parties(self) -> list[Party]:
         return sorted(self._terms, key=lambda p: (isinstance(p, str), p))
 
@@ -87,17 +112,45 @@ class PrivacyLedger:
         return self._index[event]
 
     def _add(self, round_index: int, party: Party, index: int) -> None:
-        self.entries.append((round_index, party, index))
+        self._rounds.append(round_index)
+        self._parties.append(party)
+        self._event_of.append(index)
+        self._compose(party, index, 1)
+
+    def _compose(self, party: Party, index: int, times: int) -> None:
         counter = self._terms.setdefault(party, Counter())
         event = self.events[index]
         for z, q, n in event.terms():
-            counter[(z, q)] += n
+            counter[(z, q)] += n * times
         if event.rdp_bound_only:
             self._bound_only.add(party)
 
+    def _add_all(self, raw_entries: list[Any]) -> None:
+        """Validate and add stored entries; each distinct (party, event) pair is composed once, with its count
+        (a ledger of 1000 clients x 1000 rounds has a million entries and a few thousand distinct pairs)."""
+        parties: dict[Any, Party] = {}
+        pairs: Counter[tuple[Party, int]] = Counter()
+        entries = []
+        size = len(self.events)
+        for entry in raw_entries:
+            r, raw_party, index = entry
+            if not (type(r) is int and type(index) is int and 0 <= index < size):
+                raise InvalidPrivacyParameter(f"bad ledger entry {entry}")
+            key = (type(raw_party), raw_party)
+            party = parties.get(key)
+            if party is None:
+                party = parties[key] = _party(raw_party)
+            entries.append((r, party, index))
+            pairs[(party, index)] += 1
+        self.entries.extend(entries)
+        for (party, index), times in pairs.items():
+            self._compose(party, index, times)
+
     def to_dict(self) -> dict[str, Any]:
+        parties, rounds, party_index, event_of = self.columns()
         return {"version": FORMAT_VERSION, "delta": self.delta, "max_epsilon": self.max_epsilon,
-                "events": [e.describe() for e in self.events], "entries": [list(e) for e in self.entries]}
+                "events": [e.describe() for e in self.events], "parties": parties, "rounds": rounds.tolist(),
+                "party": party_index.tolist(), "event": event_of.tolist()}
 
     def save(self, path: Path) -> None:
         path = Path(path)
@@ -117,18 +170,41 @@ class PrivacyLedger:
     def load(cls, path: Path) -> PrivacyLedger:
         try:
             data = json.loads(Path(path).read_text())
-            if data.get("version") != FORMAT_VERSION:
-                raise InvalidPrivacyParameter(f"unsupported ledger version {data.get('version')}")
+            version = data.get("version")
+            if version == 2:
+                entries = data["entries"]
+                data["rounds"] = [e[0] for e in entries]
+                data["parties"] = sorted({e[1] for e in entries}, key=str)
+                where = {p: i for i, p in enumerate(data["parties"])}
+                data["party"] = [where[e[1]] for e in entries]
+                data["event"] = [e[2] for e in entries]
+            elif version != FORMAT_VERSION:
+                raise InvalidPrivacyParameter(f"unsupported ledger version {version}")
             ledger = cls(float(data["delta"]), data.get("max_epsilon"))
             for description in data["events"]:
                 ledger._event_index(event_from_dict(description))
-            for r, party, index in data["entries"]:
-                if not (isinstance(r, int) and isinstance(index, int) and 0 <= index < len(ledger.events)):
-                    raise InvalidPrivacyParameter(f"bad ledger entry {[r, party, index]}")
-                ledger._add(r, _party(party), index)
+            ledger._add_columns([_party(p) for p in data["parties"]], data["rounds"], data["party"], data["event"])
             return ledger
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
             raise InvalidPrivacyParameter(f"unreadable ledger {path}: {err}") from None
+
+    def _add_columns(self, parties: list[Party], rounds: list[int], party: list[int], event: list[int]) -> None:
+        """Validate and add stored columns; each distinct (party, event) pair is composed once, with its count
+        (a ledger of 1000 clients x 1000 rounds has a million entries and a few thousand distinct pairs)."""
+        if len(set(parties)) != len(parties):
+            raise InvalidPrivacyParameter("a party is listed twice")
+        columns = [np.asarray(c) for c in (rounds, party, event)]
+        if any(c.ndim != 1 or len(c) != len(rounds) or (len(c) and c.dtype.kind != "i") for c in columns):
+            raise InvalidPrivacyParameter("ledger columns must be integer lists of one length")
+        r, p, e = (c.astype(np.int64) for c in columns)
+        if len(r) and (p.min() < 0 or p.max() >= len(parties) or e.min() < 0 or e.max() >= len(self.events)):
+            raise InvalidPrivacyParameter("a ledger entry names an unknown party or event")
+        self._rounds.extend(r.tolist())
+        self._parties.extend(parties[i] for i in p.tolist())
+        self._event_of.extend(e.tolist())
+        pairs, counts = np.unique(p * len(self.events) + e, return_counts=True)
+        for pair, times in zip(pairs.tolist(), counts.tolist()):
+            self._compose(parties[pair // len(self.events)], pair % len(self.events), times)
 
 
 def _party(value: Any) -> Party:

@@ -40,7 +40,7 @@ def audit_command(args: argparse.Namespace) -> int:
     ledger = PrivacyLedger.load(path)
     report = audit(ledger, delta=args.delta, prv=not args.no_prv)
     plot = args.plot or path.with_name("epsilon.png")
-    _plot(ledger, plot, args.delta)
+    _plot(ledger, plot, args.delta, report)
     report["plot"] = str(plot)
     print(json.dumps(report, indent=2) if args.json else _table(report))
     return 0
@@ -66,7 +66,7 @@ def _table(report: dict) -> str:
     return f"delta = {report['delta']}\n" + "\n".join(lines) + f"\nplot: {report['plot']}"
 
 
-def _plot(ledger: PrivacyLedger, path: Path, delta: float | None) -> None:
+def _plot(ledger: PrivacyLedger, path: Path, delta: float | None, report: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,9 +75,9 @@ def _plot(ledger: PrivacyLedger, path: Path, delta: float | None) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     parties = ledger.parties()
     shown = [POPULATION] if POPULATION in parties else []
-    clients = [p for p in parties if p != POPULATION]
-    if clients:
-        shown.append(max(clients, key=ledger.epsilon))  # the client that spent most
+    clients = report["clients"]
+    if clients:  # the client that spent most, by the report's RDP epsilon
+        shown.append(int(max(clients, key=lambda c: clients[c]["epsilon_rdp"] or float("inf"))))
     for party in shown:
         points = epsilon_per_round(ledger, party, delta)
         if points:

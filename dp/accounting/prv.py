@@ -13,9 +13,11 @@ class PRVAccountant(Accountant):
     bound (``bound_only``), it reports the RDP epsilon, an upper bound, rather than claim a tighter one.
 
     ``relative_error``: the PRV discretization error allowed, as a fraction of the RDP epsilon (an upper
-    bound of the PRV one), and at least 0.01 absolute. The domain, and so the time, grows as it shrinks."""
+    bound of the PRV one), and at least 0.01 absolute. The domain, and so the time, grows as it shrinks: 0.5 %
+    takes a quarter of the time of 0.2 %. The reported epsilon is Opacus's upper end of the error interval,
+    so a coarser error only makes the figure more conservative."""
 
-    def __init__(self, relative_error: float = 0.002) -> None:
+    def __init__(self, relative_error: float = 0.005) -> None:
         super().__init__()
         self.relative_error = relative_error
 

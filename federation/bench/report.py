@@ -28,10 +28,15 @@ def machine() -> dict[str, Any]:
 
 
 def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
-          end_to_end: Sequence[dict[str, Any]] | None = None) -> None:
+          end_to_end: Sequence[dict[str, Any]] | None = None, audit: dict[str, Any] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"command": command, "machine": machine(), "results": list(rows)}
     text = markdown(rows, command)
+    if audit is not None:
+        from federation.bench.audit_bench import audit_markdown
+
+        doc["audit"] = audit
+        text += "\n" + audit_markdown(audit)
     if end_to_end is not None:
         doc["end_to_end"] = list(end_to_end)
         text += "\n" + end_to_end_markdown(end_to_end)
@@ -69,6 +74,8 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
+    if not rows:
+        return f"`{command}`\n"
     lines = [f"`{command}`", "", "Times are medians over the repeats; client s is per client.", "",
              "| " + " | ".join(h for h, _, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     for row in rows:

@@ -85,3 +85,12 @@ def test_end_to_end_compares_modes_on_the_default_job(tmp_path):
     assert e2e["ckks", "local"]["epsilon"] > 0 and "epsilon" not in e2e["ckks", "none"]
     assert e2e["ckks", "distributed"]["epsilon"] > 0
     assert "End to end" in (tmp_path / "bench.md").read_text()
+
+
+def test_audit_bench_times_a_synthetic_ledger(tmp_path):
+    assert main(["bench", "--audit", "30x4", "--out", str(tmp_path), "--quiet"]) == 0
+    row = json.loads((tmp_path / "bench.json").read_text())["audit"]
+    assert row["entries"] == 30 * 4 + 4 and row["file_bytes"] > 0
+    assert row["load_seconds"] > 0 and row["audit_seconds"] > 0 and row["command_seconds"] > 0
+    assert "Audit of a synthetic ledger (30 clients x 4 rounds" in (tmp_path / "bench.md").read_text()
+    assert main(["bench", "--audit", "30by4", "--out", str(tmp_path), "--quiet"]) == 2
