@@ -45,12 +45,37 @@ def test_an_invalid_spend_commits_nothing(tmp_path):
     assert ledger.entries == [] and not (tmp_path / LEDGER_NAME).exists()
 
 
+def test_version_2_files_are_still_read(tmp_path):
+    path = tmp_path / LEDGER_NAME
+    path.write_text(json.dumps({"version": 2, "delta": 1e-5, "max_epsilon": None,
+                                "events": [{"type": "GaussianEvent", "noise_multiplier": 2.0}],
+                                "entries": [[1, 0, 0], [1, "population", 0], [2, 0, 0]]}))
+    ledger = PrivacyLedger.load(path)
+    assert ledger.terms(0) == [(2.0, 1.0, 2)] and ledger.terms(POPULATION) == [(2.0, 1.0, 1)]
+    ledger.save(path)
+    assert json.loads(path.read_text())["version"] == 3
+    assert PrivacyLedger.load(path).entries == ledger.entries
+
+
 @pytest.mark.parametrize("content", [
     "not json", "{}", json.dumps({"version": 1, "delta": 1e-5, "entries": []}),
     json.dumps({"version": 2, "delta": 1e-5, "events": [], "entries": [[1, 0, 0]]}),
     json.dumps({"version": 2, "delta": 1e-5, "events": [{"type": "GaussianEvent", "noise_multiplier": 1}],
                 "entries": [[1, -3, 0]]}),
     json.dumps({"version": 2, "delta": 2.0, "events": [], "entries": []}),
+    *[json.dumps({"version": 3, "delta": 1e-5, "events": [{"type": "GaussianEvent", "noise_multiplier": 1}],
+                  "parties": [0, "population"], **columns}) for columns in (
+        {"rounds": [1, 2], "party": [0], "event": [0, 0]},          # columns of different lengths
+        {"rounds": [1.5], "party": [0], "event": [0]},              # not integers
+        {"rounds": [1], "party": [2], "event": [0]},                # no such party
+        {"rounds": [1], "party": [0], "event": [1]},                # no such event
+        {"rounds": [1], "party": [-1], "event": [0]},
+        {"rounds": [[1]], "party": [[0]], "event": [[0]]},
+    )],
+    json.dumps({"version": 3, "delta": 1e-5, "events": [], "parties": [0, 0], "rounds": [], "party": [],
+                "event": []}),
+    json.dumps({"version": 3, "delta": 1e-5, "events": [], "parties": ["alice"], "rounds": [], "party": [],
+                "event": []}),
 ])
 def test_bad_ledger_files_are_refused(tmp_path, content):
     path = tmp_path / LEDGER_NAME
