@@ -67,12 +67,10 @@ def _table(report: dict) -> str:
 
 
 def _plot(ledger: PrivacyLedger, path: Path, delta: float | None, report: dict) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # without pyplot: no GUI backend machinery to import
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     parties = ledger.parties()
     shown = [POPULATION] if POPULATION in parties else []
     clients = report["clients"]
@@ -88,4 +86,3 @@ def _plot(ledger: PrivacyLedger, path: Path, delta: float | None, report: dict) 
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
