@@ -29,9 +29,7 @@ def audit(ledger: PrivacyLedger, *, delta: float | None = None, prv: bool = True
         if terms not in rdp_cache:
             rdp_cache[terms] = finite(accountant.epsilon(delta))
         if prv and key not in prv_cache:
-            p = PRVAccountant()
-            p._terms, p.bound_only = accountant._terms.copy(), accountant.bound_only
-            prv_cache[key] = finite(p.epsilon(delta))
+            prv_cache[key] = finite(accountant.as_kind(PRVAccountant).epsilon(delta))
         parties[str(party)] = {
             "epsilon_rdp": rdp_cache[terms],
             "epsilon_prv": prv_cache.get(key) if prv else None,
@@ -89,4 +87,3 @@ def ad_hoc(noise_multiplier: float, sample_rate: float, steps: int, delta: float
         accountant.compose(event)
         out[name] = finite(accountant.epsilon(delta))
     return {"epsilon": out, "delta": delta}
-

@@ -59,10 +59,7 @@ class PrivacyLedger:
         return self.accountant(party).epsilon(self.delta)
 
     def accountant(self, party: Party) -> RDPAccountant:
-        accountant = RDPAccountant()
-        accountant._terms = self._terms.get(party, Counter()).copy()
-        accountant.bound_only = party in self._bound_only
-        return accountant
+        return RDPAccountant.of(self._terms.get(party, Counter()), party in self._bound_only)
 
     def terms(self, party: Party) -> list[GaussianTerm]:
         return self.accountant(party).terms
@@ -124,27 +121,6 @@ class PrivacyLedger:
             counter[(z, q)] += n * times
         if event.rdp_bound_only:
             self._bound_only.add(party)
-
-    def _add_all(self, raw_entries: list[Any]) -> None:
-        """Validate and add stored entries; each distinct (party, event) pair is composed once, with its count
-        (a ledger of 1000 clients x 1000 rounds has a million entries and a few thousand distinct pairs)."""
-        parties: dict[Any, Party] = {}
-        pairs: Counter[tuple[Party, int]] = Counter()
-        entries = []
-        size = len(self.events)
-        for entry in raw_entries:
-            r, raw_party, index = entry
-            if not (type(r) is int and type(index) is int and 0 <= index < size):
-                raise InvalidPrivacyParameter(f"bad ledger entry {entry}")
-            key = (type(raw_party), raw_party)
-            party = parties.get(key)
-            if party is None:
-                party = parties[key] = _party(raw_party)
-            entries.append((r, party, index))
-            pairs[(party, index)] += 1
-        self.entries.extend(entries)
-        for (party, index), times in pairs.items():
-            self._compose(party, index, times)
 
     def to_dict(self) -> dict[str, Any]:
         parties, rounds, party_index, event_of = self.columns()

@@ -87,7 +87,7 @@ class PrivacySettings:
     def adaptive(self, noise_multiplier: float, clients_per_round: int = 1) -> AdaptiveClipping | None:
         if self.adaptive_quantile is None:
             return None
-        count_noise = self.count_noise or max(noise_multiplier, clients_per_round / 20)
+        count_noise = max(noise_multiplier, clients_per_round / 20) if self.count_noise is None else self.count_noise
         return AdaptiveClipping(self.adaptive_quantile, count_noise, self.clip_learning_rate)
 
 
@@ -166,7 +166,7 @@ def make_aggregator(config: ExperimentConfig, max_weight: float) -> Aggregator:
     if config.secure is SecureMode.MASK:
         return MaskingAggregator(masking_config(config, max_weight))
     if config.secure is SecureMode.CKKS:
-        return CKKSAggregator(ckks_params(config, max_weight), min_clients=ckks_min_clients(config))
+        return CKKSAggregator(ckks_params(config, max_weight), min_clients=min_contributions(config))
     return PlaintextAggregator()
 
 
@@ -178,8 +178,9 @@ def ckks_params(config: ExperimentConfig, max_weight: float) -> CKKSParams:
     return CKKSParams(clip=config.masking.clip, max_weight=max_weight)
 
 
-def ckks_min_clients(config: ExperimentConfig) -> int:
-    """The key holder's policy: never decrypt fewer than two (or --min-clients) contributions."""
+def min_contributions(config: ExperimentConfig) -> int:
+    """Never release an aggregate of fewer than two (or --min-clients) contributions: the CKKS key holder's
+    policy, and the floor of distributed DP's noise shares."""
     return max(2, config.min_clients)
 
 
@@ -241,7 +242,7 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
             mode = ClientLevelMode.CENTRAL if config.dp is DPMode.CENTRAL else ClientLevelMode.DISTRIBUTED
             per_round = config.federation_config().sample_size(config.clients)
             try:
-                dp = ClientLevelDP(z, config.privacy.clip, mode, max(2, config.min_clients),
+                dp = ClientLevelDP(z, config.privacy.clip, mode, min_contributions(config),
                                    config.privacy.adaptive(z, per_round))
             except InvalidPrivacyParameter as err:
                 raise ConfigError(str(err)) from None

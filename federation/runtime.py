@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from federation.client import FederatedClient, LocalResult
+from federation.client import FederatedClient
 from federation.messages import decode_broadcast, encode_broadcast
 from secagg.aggregation import AggregateResult, Aggregator, ClientSession, RoundContext, ServerSession
 from secagg.errors import AggregationAborted, AuthenticationError, MessageError, ProtocolError, UpdateRejected

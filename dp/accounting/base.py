@@ -19,6 +19,17 @@ class Accountant(abc.ABC):
         self._terms: Counter[tuple[float, float]] = Counter()
         self.bound_only = False
 
+    @classmethod
+    def of(cls, terms: Counter[tuple[float, float]], bound_only: bool = False) -> Accountant:
+        """An accountant holding ``terms`` (copied): another accountant's, or a ledger's for one party."""
+        accountant = cls()
+        accountant._terms, accountant.bound_only = terms.copy(), bound_only
+        return accountant
+
+    def as_kind(self, kind: type[Accountant]) -> Accountant:
+        """The same composition under another accountant."""
+        return kind.of(self._terms, self.bound_only)
+
     def compose(self, event: PrivacyEvent) -> None:
         """Add ``event``; if it is invalid nothing is added."""
         terms = event.terms()
@@ -31,8 +42,7 @@ class Accountant(abc.ABC):
 
     def epsilon_if(self, event: PrivacyEvent, delta: float) -> float:
         """Epsilon after composing ``event``, leaving this accountant unchanged."""
-        trial = type(self)()
-        trial._terms, trial.bound_only = self._terms.copy(), self.bound_only
+        trial = self.as_kind(type(self))
         trial.compose(event)
         return trial.epsilon(delta)
 

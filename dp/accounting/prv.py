@@ -22,8 +22,7 @@ class PRVAccountant(Accountant):
         self.relative_error = relative_error
 
     def _epsilon(self, delta: float) -> float:
-        rdp = RDPAccountant()
-        rdp._terms = self._terms.copy()
+        rdp = self.as_kind(RDPAccountant)
         if self.bound_only:
             return rdp.epsilon(delta)
         eps_error = max(0.01, self.relative_error * rdp.epsilon(delta))

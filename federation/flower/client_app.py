@@ -17,8 +17,8 @@ from flwr.clientapp import ClientApp
 
 from dp.errors import DPError
 from federation.errors import ConfigError, FederationError
-from federation.experiment import (ExperimentConfig, SecureMode, ckks_min_clients, ckks_params, local_client,
-                                   masking_config)
+from federation.experiment import (ExperimentConfig, SecureMode, ckks_params, local_client, masking_config,
+                                   min_contributions)
 from federation.flower.codec import decode_context, decode_directory, field, payload
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
 from federation.flower.node import NodeState
@@ -71,7 +71,7 @@ def hello(message: Message, context: Context) -> Message:
         if config.secure is not SecureMode.CKKS:
             raise ConfigError("a key-holder node is only needed with --secure ckks")
         _, weight_bound = local_client(config, 0)
-        holder = KeyHolder(ckks_params(config, weight_bound), {}, min_clients=ckks_min_clients(config))
+        holder = KeyHolder(ckks_params(config, weight_bound), {}, min_clients=min_contributions(config))
         node.put("key_holder", holder.suspend())
         node.put_float("weight_bound", weight_bound)
         return Message(payload(role=KEY_HOLDER_ROLE, public_key=holder.public_key), reply_to=message)
@@ -148,7 +148,7 @@ def decrypt(message: Message, context: Context) -> Message:
     if state is None or weight_bound is None:
         raise ProtocolError("the key holder has no key: it was never greeted")
     holder = KeyHolder.resume(state, ckks_params(config, weight_bound), decode_directory(node.get("directory") or b""),
-                              min_clients=ckks_min_clients(config))
+                              min_clients=min_contributions(config))
     request = decode_request(field(message, "request", bytes))
     release = holder.decrypt(request)
     node.put("key_holder", holder.suspend())  # the round is marked decrypted before the release leaves

@@ -27,8 +27,6 @@ from secagg.identity import IdentityRegistry
 from secagg.primitives.keys import SIGNATURE_BYTES, SigningKey, verify_signature
 from secagg.wire import BodyReader, BodyWriter, MessageKind
 
-_MAX_CIPHERTEXT = seal_io.MAX_CIPHERTEXT_BYTES
-
 
 def weighted_values(update: np.ndarray, weight: float, params: CKKSParams, dimension: int) -> np.ndarray:
     """``[alpha * clip(x), alpha]`` with ``alpha = weight / max_weight``, after checking the update."""
@@ -95,12 +93,12 @@ class CKKSServer:
         if any(c.client == sender for c in self._record):
             raise ProtocolError(f"duplicate update from client {sender}")
         body = open_envelope(self.ctx, message, MessageKind.CKKS_UPDATE, sender=sender,
-                             max_body=self._count * (_MAX_CIPHERTEXT + 4) + 128)
+                             max_body=self._count * (seal_io.MAX_CIPHERTEXT_BYTES + 4) + 128)
         reader = BodyReader(body)
         n = reader.count(max_count=self._count)
         if n != self._count:
             raise seal_io.MessageError(f"{n} ciphertexts, expected {self._count}")
-        blobs = [reader.blob(max_len=_MAX_CIPHERTEXT) for _ in range(n)]
+        blobs = [reader.blob(max_len=seal_io.MAX_CIPHERTEXT_BYTES) for _ in range(n)]
         signature = reader.raw(SIGNATURE_BYTES)
         reader.finish()
         digest = contribution_digest(blobs)

@@ -8,7 +8,6 @@ of ids and a purpose), so a fixed all-zero counter block is safe.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -75,4 +74,3 @@ class MaskExpander:
         out = self.expand(seed).astype(np.float64)
         out *= 1.0 / float(2 ** (8 * self.dtype.itemsize))
         return out
-

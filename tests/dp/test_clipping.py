@@ -5,7 +5,7 @@ from dp.adaptive import AdaptiveClipping
 from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode, clip_l2
 from dp.errors import InvalidPrivacyParameter
 from dp.events import DistributedDiscreteGaussianEvent, DistributedGaussianEvent, GaussianEvent
-from secagg.aggregation import AggregateResult, RoundContext
+from secagg.aggregation import RoundContext
 from secagg.errors import SecAggError
 from secagg.masking import MaskingAggregator, MaskingConfig
 from secagg.plaintext import PlaintextAggregator

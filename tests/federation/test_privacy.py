@@ -106,6 +106,8 @@ def test_adaptive_clipping_through_the_round_loop(tmp_path):
 def test_privacy_settings_are_validated():
     with pytest.raises(ConfigError, match="quantile"):
         PrivacySettings(noise_multiplier=1.0, adaptive_quantile=1.5)
+    with pytest.raises(ConfigError, match="count noise"):
+        PrivacySettings(noise_multiplier=1.0, adaptive_quantile=0.5, count_noise=0.0)
     with pytest.raises(ConfigError, match="exactly one"):
         PrivacySettings()
     with pytest.raises(ConfigError):

@@ -3,7 +3,6 @@ numerical integration of the sampled Gaussian's Renyi divergence."""
 
 import math
 
-import numpy as np
 import pytest
 from scipy import integrate, stats
 
