@@ -74,7 +74,8 @@ def test_bad_updates_are_rejected(update, weight, match):
 
 
 @pytest.mark.parametrize("kwargs", [dict(clip=0.0), dict(clip=float("inf")), dict(precision_bits=0),
-                                    dict(max_weight=-1.0), dict(dimension=0)])
+                                    dict(max_weight=-1.0), dict(dimension=0), dict(precision_bits=1),
+                                    dict(noise_sigma=-1.0), dict(noise_sigma=float("nan"))])
 def test_bad_configurations(kwargs):
     with pytest.raises(ConfigurationError):
         FixedPointEncoder(**{**dict(dimension=2, max_clients=3), **kwargs})
