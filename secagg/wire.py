@@ -54,6 +54,8 @@ class MessageKind(enum.IntEnum):
     CKKS_UPDATE = 20
     CKKS_DECRYPT_REQUEST = 21
     CKKS_RELEASE = 22
+    MASK_REVEAL = 30
+    MASK_REVEAL_LIST = 31
 
 
 _DTYPE_CODES: dict[int, np.dtype] = {
