@@ -23,6 +23,10 @@ class AggregationAborted(SecAggError, RuntimeError):
     """Too few valid contributions survived for the aggregate to be released."""
 
 
+class AggregateOutOfRange(AggregationAborted):
+    """A decoded aggregate that its contributions cannot have produced (beyond clip and weight bounds)."""
+
+
 class ConfigurationError(SecAggError, ValueError):
     """An impossible or unsafe protocol configuration."""
 

@@ -1,36 +1,45 @@
 """The aggregator <-> key holder messages, for a key holder that runs as its own party on another machine.
 
-``CKKS_DECRYPT_REQUEST`` (aggregator -> key holder, sender ``SERVER_ID``) body: ``u32 length`` (reals),
-``u32 n``, ``n x blob`` summed ciphertexts, ``u32 m``, ``m x (u32 client, digest[32], signature[64])``.
-``CKKS_RELEASE`` (key holder -> aggregator) body: ``array<f8>[length - 1]`` flooded weighted sum, ``f64``
-total weight fraction. Both carry the round's session and round index in the envelope.
+``CKKS_DECRYPT_REQUEST`` (aggregator -> key holder, sender ``SERVER_ID``) body, format 2: ``u8 2``,
+``key_id[32]``, ``u32 length`` (reals), ``u32 m``, then ``m x (u32 client, u32 n, n x blob ciphertext,
+signature[64])``: each contributor's ciphertexts exactly as it sent them. Format 1 (one summed ciphertext per
+row and a record of digests) is refused. ``CKKS_RELEASE`` (key holder -> aggregator) body:
+``array<f8>[length - 1]`` flooded weighted sum, ``f64`` total weight fraction. Both carry the round's session
+and round index in the envelope.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from secagg.ckks.keyholder import Contribution, DecryptionRequest, Release
+from secagg.ckks.request import DecryptionRequest, Release, SignedContribution
 from secagg.ckks.seal_io import MAX_CIPHERTEXT_BYTES
+from secagg.ckks.signing import KEY_ID_BYTES
 from secagg.errors import MessageError
 from secagg.primitives.keys import SIGNATURE_BYTES
-from secagg.wire import SERVER_ID, BodyReader, BodyWriter, Envelope, MessageKind
+from secagg.wire import HEADER_BYTES, SERVER_ID, BodyReader, BodyWriter, Envelope, MessageKind
 
 KEY_HOLDER_ID = 0xFFFFFFFE
-_DIGEST_BYTES = 32
+REQUEST_FORMAT = 2
 _MAX_CIPHERTEXTS = 1 << 16
 _MAX_CONTRIBUTORS = 1 << 20
 
 
 def encode_request(request: DecryptionRequest) -> bytes:
-    body = BodyWriter().u32(request.length).u32(len(request.ciphertexts))
-    for c in request.ciphertexts:
-        body.blob(c)
-    body.u32(len(request.record))
-    for c in request.record:
-        body.u32(c.client).raw(c.digest).raw(c.signature)
+    body = BodyWriter().u8(REQUEST_FORMAT).raw(request.key_id).u32(request.length).u32(len(request.contributions))
+    for c in request.contributions:
+        body.u32(c.client).u32(len(c.ciphertexts))
+        for blob in c.ciphertexts:
+            body.blob(blob)
+        body.raw(c.signature)
     return Envelope(MessageKind.CKKS_DECRYPT_REQUEST, request.session, request.round, SERVER_ID,
                     body.to_bytes()).to_bytes()
+
+
+def request_size(request: DecryptionRequest) -> int:
+    """Bytes of :func:`encode_request`'s message, without building it."""
+    per = sum(8 + SIGNATURE_BYTES + sum(4 + len(b) for b in c.ciphertexts) for c in request.contributions)
+    return HEADER_BYTES + 1 + KEY_ID_BYTES + 8 + per
 
 
 def decode_request(message: bytes) -> DecryptionRequest:
@@ -38,14 +47,20 @@ def decode_request(message: bytes) -> DecryptionRequest:
     if env.sender != SERVER_ID:
         raise MessageError(f"decryption request from {env.sender}, not from the aggregator")
     r = BodyReader(env.body)
-    length = r.u32()
+    if (fmt := r.u8()) != REQUEST_FORMAT:
+        raise MessageError(f"decryption request of format {fmt}, expected {REQUEST_FORMAT}")
+    key_id, length = r.raw(KEY_ID_BYTES), r.u32()
     if length < 2:
         raise MessageError(f"a decryption request for {length} reals: an aggregate is an update and a weight")
-    ciphertexts = tuple(r.blob(max_len=MAX_CIPHERTEXT_BYTES) for _ in range(r.count(max_count=_MAX_CIPHERTEXTS)))
-    record = tuple(Contribution(r.u32(), r.raw(_DIGEST_BYTES), r.raw(SIGNATURE_BYTES))
-                   for _ in range(r.count(max_count=_MAX_CONTRIBUTORS)))
+    contributions = tuple(_contribution(r) for _ in range(r.count(max_count=_MAX_CONTRIBUTORS)))
     r.finish()
-    return DecryptionRequest(bytes(env.session), env.round, length, ciphertexts, record)
+    return DecryptionRequest(bytes(env.session), env.round, key_id, length, contributions)
+
+
+def _contribution(r: BodyReader) -> SignedContribution:
+    client = r.u32()
+    ciphertexts = tuple(r.blob(max_len=MAX_CIPHERTEXT_BYTES) for _ in range(r.count(max_count=_MAX_CIPHERTEXTS)))
+    return SignedContribution(client, ciphertexts, r.raw(SIGNATURE_BYTES))
 
 
 def encode_release(request: DecryptionRequest, release: Release) -> bytes:

@@ -1,123 +1,138 @@
-"""The key holder: the only party with the CKKS secret key, and it decrypts only signed aggregates.
+"""The key holder: the only party with the CKKS secret key, and it decrypts only sums it formed itself.
 
-Its single input is a :class:`DecryptionRequest`: the summed ciphertexts of one round and the record of who
-contributed, each contribution signed by its client (Ed25519 over the round and a digest of its
-ciphertexts). It refuses fewer than ``min_clients`` distinct valid contributors, a second request for the
-same round, and ciphertexts that do not belong to its context. What it releases is noise-flooded and
-rounded (Li and Micciancio, EUROCRYPT 2021: exact approximate decryptions can reveal the secret key).
+Its single input is a :class:`DecryptionRequest`: every contributor's own ciphertexts and signature (Ed25519
+over the key id, session, round, client, length and the digest of those exact bytes). It checks, before it
+touches the secret key: the request is for its current key, the round comes after the last it released, at
+least ``min_clients`` distinct enrolled clients each signed their ciphertexts, and every ciphertext is a
+fresh, well-formed ciphertext of its context. Only then does it add them and decrypt (check, then commit).
+Whatever an aggregator sends, it therefore decrypts a sum of enrolled clients' contributions to one round,
+at most once per round. What it releases is range-checked, noise-flooded and rounded (Li and Micciancio,
+EUROCRYPT 2021: exact approximate decryptions can reveal the secret key).
+
+Each key holder makes a fresh key pair: one per run (``CKKSAggregator``, or a Flower run's key-holder node).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hmac
 
 import numpy as np
 import tenseal.sealapi as seal
 
 from secagg.ckks import seal_io
+from secagg.ckks.bounds import check_release
 from secagg.ckks.packing import PublicContext, unpack
 from secagg.ckks.params import CKKSParams
-from secagg.ckks.signing import contribution_payload
-from secagg.errors import AuthenticationError, DecryptionRefused, MessageError
+from secagg.ckks.request import DecryptionRequest, Release, SignedContribution
+from secagg.ckks.signing import contribution_digest, contribution_payload
+from secagg.errors import AuthenticationError, ConfigurationError, DecryptionRefused, MessageError
 from secagg.primitives.keys import verify_signature
 from secagg.primitives.noise import secure_gaussian
-from secagg.wire import SESSION_BYTES, BodyReader, BodyWriter
+from secagg.wire import BodyReader, BodyWriter
 
+__all__ = ["DecryptionRequest", "KeyHolder", "Release", "SignedContribution"]
 
-@dataclass(frozen=True)
-class Contribution:
-    client: int
-    digest: bytes
-    signature: bytes
-
-
-@dataclass(frozen=True)
-class DecryptionRequest:
-    session: bytes
-    round: int
-    length: int  # reals in the aggregate: the update dimension plus the weight
-    ciphertexts: tuple[bytes, ...]
-    record: tuple[Contribution, ...]
-
-
-@dataclass(frozen=True)
-class Release:
-    """The released weighted sum (flooded, rounded) and total weight fraction."""
-
-    weighted_sum: np.ndarray
-    weight: float
+_STATE_FORMAT = 2
 
 
 class KeyHolder:
     def __init__(self, params: CKKSParams, directory: dict[int, bytes], *, min_clients: int = 2) -> None:
+        context = params.context()
+        keygen = seal.KeyGenerator(context)
+        public_key = seal.PublicKey()
+        keygen.create_public_key(public_key)
+        self._setup(params, directory, min_clients, context, keygen.secret_key(), seal_io.dump(public_key), None)
+
+    def _setup(self, params: CKKSParams, directory: dict[int, bytes], min_clients: int, context: seal.SEALContext,
+               secret: seal.SecretKey, public_key: bytes, last_released: int | None) -> None:
         if min_clients < 2:
             raise DecryptionRefused("a key holder that decrypts a single contribution protects nothing")
         self.params, self.directory, self.min_clients = params, directory, min_clients
-        self._context = params.context()
-        self._keygen(seal.KeyGenerator(self._context))
-        self._decrypted: set[tuple[bytes, int]] = set()
-
-    def _keygen(self, keygen: seal.KeyGenerator) -> None:
-        self.__secret_key = keygen.secret_key()
-        public_key = seal.PublicKey()
-        keygen.create_public_key(public_key)
-        self.public_key = seal_io.dump(public_key)
-        self._public = PublicContext(self.params, self.public_key)
-        self._decryptor = seal.Decryptor(self._context, self.__secret_key)
+        self._context = context
+        self.__secret_key = secret
+        self.public_key = public_key
+        self._public = PublicContext(params, public_key)
+        self.key_id = self._public.key_id
+        self._decryptor = seal.Decryptor(context, secret)
+        self._last_released = last_released
 
     def suspend(self) -> bytes:
-        """The secret key and the rounds already decrypted, for the key holder's own storage only."""
-        w = BodyWriter().blob(seal_io.dump(self.__secret_key)).u32(len(self._decrypted))
-        for session, round_index in sorted(self._decrypted):
-            w.raw(session).u32(round_index)
-        return w.to_bytes()
+        """The key pair and the last round released, for the key holder's own storage only."""
+        w = BodyWriter().u8(_STATE_FORMAT).blob(seal_io.dump(self.__secret_key)).blob(self.public_key)
+        return w.u8(self._last_released is not None).u32(self._last_released or 0).to_bytes()
 
     @classmethod
     def resume(cls, state: bytes, params: CKKSParams, directory: dict[int, bytes], *,
                min_clients: int = 2) -> KeyHolder:
-        """The key holder :meth:`suspend` saved (same parameters); a new public key is derived from its secret."""
+        """The key holder :meth:`suspend` saved (same parameters): same key pair, same rounds spent."""
         self = cls.__new__(cls)
-        self.params, self.directory, self.min_clients = params, directory, min_clients
-        self._context = params.context()
+        context = params.context()
         reader = BodyReader(state)
-        secret = seal_io.load(seal.SecretKey, reader.blob(), self._context, what="secret key")
-        self._keygen(seal.KeyGenerator(self._context, secret))
-        self._decrypted = {(reader.raw(SESSION_BYTES), reader.u32())
-                           for _ in range(reader.count(max_count=1 << 24))}
+        if reader.u8() != _STATE_FORMAT:
+            raise MessageError("key holder state of another format")
+        secret = seal_io.load(seal.SecretKey, reader.blob(), context, what="secret key")
+        public_key = reader.blob()
+        released, last = reader.u8(), reader.u32()
         reader.finish()
+        self._setup(params, directory, min_clients, context, secret, public_key, last if released else None)
         return self
 
     def decrypt(self, request: DecryptionRequest) -> Release:
-        self._check_policy(request)
-        ciphertexts = [self._public.load(c) for c in request.ciphertexts]
-        if len(ciphertexts) != self._public.ciphertexts_for(request.length):
-            raise MessageError(f"{len(ciphertexts)} ciphertexts for {request.length} reals")
-        self._decrypted.add((request.session, request.round))
-        decoded = []
-        for cipher in ciphertexts:
-            plain = seal.Plaintext()
-            self._decryptor.decrypt(cipher, plain)
-            decoded.append(np.asarray(self._public.encoder.decode_complex(plain)))
+        """Check every contribution, add them, decrypt once; the round is spent only when decryption happened."""
+        total = self._checked_sum(request)
+        plains = [self._decrypt(cipher) for cipher in total]
+        self._last_released = request.round  # commit: from here on this round (and every earlier one) is spent
+        decoded = [np.asarray(self._public.encoder.decode_complex(plain)) for plain in plains]
         values = self._flood_and_round(unpack(decoded, request.length))
-        return Release(values[:-1], float(values[-1]))
+        release = Release(values[:-1], float(values[-1]))
+        check_release(release, len(request.contributions), self.params)
+        return release
 
-    def _check_policy(self, request: DecryptionRequest) -> None:
-        if (request.session, request.round) in self._decrypted:
-            raise DecryptionRefused(f"round {request.round} was already decrypted")
-        clients = [c.client for c in request.record]
+    def _checked_sum(self, request: DecryptionRequest) -> list[seal.Ciphertext]:
+        """The sum of the request's contributions after every check; changes no state."""
+        if not hmac.compare_digest(request.key_id, self.key_id):
+            raise DecryptionRefused("the request is not for this key holder's current key")
+        if self._last_released is not None and request.round <= self._last_released:
+            raise DecryptionRefused(f"round {request.round} was already decrypted, or a later one "
+                                    f"({self._last_released}) was")
+        clients = [c.client for c in request.contributions]
         if len(set(clients)) != len(clients):
-            raise DecryptionRefused("the aggregation record lists a client twice")
+            raise DecryptionRefused("the request lists a client twice")
         if len(clients) < self.min_clients:
             raise DecryptionRefused(f"{len(clients)} contributors, fewer than min_clients={self.min_clients}")
-        for c in request.record:
-            public = self.directory.get(c.client)
-            if public is None:
-                raise DecryptionRefused(f"client {c.client} is not enrolled")
-            try:
-                verify_signature(public, c.signature,
-                                 contribution_payload(request.session, request.round, c.client, c.digest))
-            except AuthenticationError:
-                raise DecryptionRefused(f"contribution of client {c.client} is not validly signed") from None
+        try:
+            self.params.check_clients(len(clients))
+        except ConfigurationError as err:
+            raise DecryptionRefused(str(err)) from None
+        if request.length < 2:
+            raise MessageError(f"a request for {request.length} reals: an aggregate is an update and a weight")
+        count = self._public.ciphertexts_for(request.length)
+        for c in request.contributions:  # signatures first: they are cheap, loading ciphertexts is not
+            self._verify(request, c, count)
+        return self._public.sum(tuple(c.ciphertexts for c in request.contributions))
+
+    def _verify(self, request: DecryptionRequest, contribution: SignedContribution, count: int) -> None:
+        public = self.directory.get(contribution.client)
+        if public is None:
+            raise DecryptionRefused(f"client {contribution.client} is not enrolled")
+        if len(contribution.ciphertexts) != count:
+            raise MessageError(f"{len(contribution.ciphertexts)} ciphertexts from client {contribution.client}, "
+                               f"expected {count} for {request.length} reals")
+        digest = contribution_digest(contribution.ciphertexts)
+        payload = contribution_payload(self.key_id, request.session, request.round, contribution.client,
+                                       request.length, digest)
+        try:
+            verify_signature(public, contribution.signature, payload)
+        except AuthenticationError:
+            raise DecryptionRefused(f"contribution of client {contribution.client} is not validly signed") from None
+
+    def _decrypt(self, cipher: seal.Ciphertext) -> seal.Plaintext:
+        plain = seal.Plaintext()
+        try:
+            self._decryptor.decrypt(cipher, plain)
+        except seal_io.SEAL_ERRORS as err:
+            raise MessageError(f"SEAL refused to decrypt: {err}") from None
+        return plain
 
     def _flood_and_round(self, values: np.ndarray) -> np.ndarray:
         """Add N(0, 2^-2f) noise, then round to the 2^-r grid (f = flood_bits, r = release_bits)."""

@@ -1,4 +1,4 @@
-"""Packing real vectors into CKKS ciphertexts, two reals per complex slot.
+"""Packing real vectors into CKKS ciphertexts, two reals per complex slot, and checking untrusted ones.
 
 A vector of L reals is padded to a multiple of N (the ring degree) and cut into rows of N; row r is encoded
 as the N/2 complex numbers ``row[:N/2] + 1j * row[N/2:]`` with SEAL's CKKS encoder, which halves the
@@ -14,6 +14,8 @@ import tenseal.sealapi as seal
 
 from secagg.ckks import seal_io
 from secagg.ckks.params import CKKSParams
+from secagg.ckks.signing import key_id
+from secagg.errors import MessageError
 
 
 class PublicContext:
@@ -23,6 +25,7 @@ class PublicContext:
         self.params = params
         self.context = params.context()
         self.public_key_bytes = bytes(public_key)
+        self.key_id = key_id(self.public_key_bytes)
         self.public_key = seal_io.load(seal.PublicKey, public_key, self.context, what="public key")
         self.encoder = seal.CKKSEncoder(self.context)
         self.encryptor = seal.Encryptor(self.context, self.public_key)
@@ -46,13 +49,36 @@ class PublicContext:
         return out
 
     def load(self, data: bytes) -> seal.Ciphertext:
-        """A ciphertext from untrusted bytes: SEAL-validated, fresh (size 2) and at the expected scale."""
+        """A ciphertext from untrusted bytes: SEAL-validated, in NTT form, fresh (size 2, first data level) and
+        at the expected scale, so that adding and decrypting it cannot fail."""
         cipher = seal_io.load(seal.Ciphertext, data, self.context, what="ciphertext")
-        if cipher.size() != 2 or cipher.parms_id() != self.context.first_parms_id():
-            raise seal_io.MessageError("ciphertext is not a fresh ciphertext of this context")
+        if not cipher.is_ntt_form():
+            raise MessageError("ciphertext is not in NTT form")
+        if cipher.parms_id() != self.context.first_parms_id():
+            raise MessageError("ciphertext is not at this context's data level")
+        if cipher.size() != 2:
+            raise MessageError(f"ciphertext of size {cipher.size()}, expected a fresh one of size 2")
         if not math.isclose(cipher.scale, self.params.scale, rel_tol=1e-9):
-            raise seal_io.MessageError(f"ciphertext scale {cipher.scale} differs from {self.params.scale}")
+            raise MessageError(f"ciphertext scale {cipher.scale} differs from {self.params.scale}")
         return cipher
+
+    def add_inplace(self, acc: seal.Ciphertext, other: seal.Ciphertext) -> None:
+        """``acc += other``; SEAL's refusal becomes a :class:`MessageError`."""
+        try:
+            self.evaluator.add_inplace(acc, other)
+        except seal_io.SEAL_ERRORS as err:
+            raise MessageError(f"SEAL refused to add ciphertexts: {err}") from None
+
+    def sum(self, rows: list[list[bytes]] | tuple[tuple[bytes, ...], ...]) -> list[seal.Ciphertext]:
+        """Ciphertext-wise sum of several contributions (each a list of serialized ciphertexts), every one
+        checked by :meth:`load` before it is added; any refusal leaves nothing behind."""
+        if not rows or len({len(r) for r in rows}) != 1:
+            raise MessageError("contributions to add have different ciphertext counts")
+        total = [self.load(b) for b in rows[0]]
+        for row in rows[1:]:
+            for acc, blob in zip(total, row):
+                self.add_inplace(acc, self.load(blob))
+        return total
 
 
 def unpack(decoded: list[np.ndarray], length: int) -> np.ndarray:

@@ -1,10 +1,11 @@
-"""CKKS secure aggregation as sans-I/O sessions: clients encrypt, the aggregator adds, the key holder decrypts.
+"""CKKS secure aggregation as sans-I/O sessions: clients encrypt, the key holder adds and decrypts.
 
 ``CKKS_UPDATE`` (client -> aggregator) body: ``u32 n``, ``n x blob`` SEAL ciphertexts, ``signature[64]``
-(Ed25519 over the round and the digest of the ciphertexts). A client encrypts ``alpha * clip(x)`` and
-``alpha = weight / max_weight`` in one more real, so the sum carries the total weight and the aggregator
-learns only the weighted mean. The aggregator holds the public context alone: it has no secret key and no
-way to decrypt.
+(Ed25519 over the key id, round, client, length and the digest of the ciphertexts). A client encrypts
+``alpha * clip(x)`` and ``alpha = weight / max_weight`` in one more real, so the sum carries the total weight
+and the aggregator learns only the weighted mean. The aggregator holds the public context alone: it checks
+each update (signature, full ciphertext validation) so that a bad client is rejected alone, and forwards the
+valid ones, signatures and all, to the key holder, which re-checks and sums them itself.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import numpy as np
 
 from secagg.aggregation import AggregateResult, RoundContext
 from secagg.ckks import seal_io
-from secagg.ckks.keyholder import Contribution, DecryptionRequest, KeyHolder, Release
+from secagg.ckks.decryption_wire import request_size
+from secagg.ckks.bounds import check_release
+from secagg.ckks.keyholder import KeyHolder
 from secagg.ckks.packing import PublicContext
 from secagg.ckks.params import CKKSParams
+from secagg.ckks.request import DecryptionRequest, Release, SignedContribution
 from secagg.ckks.signing import contribution_digest, contribution_payload
 from secagg.envelopes import open_envelope, seal_envelope
-from secagg.errors import AggregationAborted, DecryptionRefused, ProtocolError, UpdateRejected
+from secagg.errors import AggregationAborted, ProtocolError, SecAggError, UpdateRejected
 from secagg.identity import IdentityRegistry
 from secagg.primitives.keys import SIGNATURE_BYTES, SigningKey, verify_signature
 from secagg.wire import BodyReader, BodyWriter, MessageKind
@@ -50,7 +54,8 @@ class CKKSClient:
         public.params.check_clients(len(ctx.clients))
         ciphertexts = public.encrypt(weighted_values(update, weight, public.params, ctx.dimension))
         digest = contribution_digest(ciphertexts)
-        signature = identity.sign(contribution_payload(ctx.session, ctx.round, client_id, digest))
+        signature = identity.sign(contribution_payload(public.key_id, ctx.session, ctx.round, client_id,
+                                                       ctx.dimension + 1, digest))
         body = BodyWriter().u32(len(ciphertexts))
         for c in ciphertexts:
             body.blob(c)
@@ -70,15 +75,14 @@ class KeyHolderPort(Protocol):
 
 
 class CKKSServer:
-    """The aggregator: sums ciphertexts it cannot decrypt and asks the key holder for the aggregate only."""
+    """The aggregator: checks the updates it cannot decrypt and asks the key holder for their sum only."""
 
     def __init__(self, ctx: RoundContext, public: PublicContext, directory: dict[int, bytes],
                  key_holder: KeyHolderPort) -> None:
         public.params.check_clients(len(ctx.clients))
         self.ctx, self.public, self.directory, self.key_holder = ctx, public, directory, key_holder
         self._count = public.ciphertexts_for(ctx.dimension + 1)
-        self._sum: list | None = None
-        self._record: list[Contribution] = []
+        self._record: list[SignedContribution] = []
         self._finished = False
 
     @property
@@ -105,14 +109,11 @@ class CKKSServer:
         public_key = self.directory.get(sender)
         if public_key is None:
             raise ProtocolError(f"client {sender} is not enrolled")
-        verify_signature(public_key, signature, contribution_payload(self.ctx.session, self.ctx.round, sender, digest))
-        ciphertexts = [self.public.load(b) for b in blobs]  # every one validated before any is added
-        if self._sum is None:
-            self._sum = ciphertexts
-        else:
-            for acc, c in zip(self._sum, ciphertexts):
-                self.public.evaluator.add_inplace(acc, c)
-        self._record.append(Contribution(sender, digest, signature))
+        verify_signature(public_key, signature, contribution_payload(
+            self.public.key_id, self.ctx.session, self.ctx.round, sender, self.ctx.dimension + 1, digest))
+        for b in blobs:  # fully validated here, so that a bad update is this client's fault alone
+            self.public.load(b)
+        self._record.append(SignedContribution(sender, tuple(blobs), signature))
 
     def close_stage(self) -> dict[int, bytes]:
         self._finished = True
@@ -121,23 +122,25 @@ class CKKSServer:
     def result(self) -> AggregateResult:
         if not self._finished:
             raise ProtocolError("result requested before the round closed")
-        if self._sum is None or len(self._record) < self.ctx.min_clients:
+        if not self._record or len(self._record) < self.ctx.min_clients:
             raise AggregationAborted(f"{len(self._record)} valid updates, fewer than min_clients={self.ctx.min_clients}")
-        request = DecryptionRequest(self.ctx.session, self.ctx.round, self.ctx.dimension + 1,
-                                    tuple(seal_io.dump(c) for c in self._sum), tuple(self._record))
+        request = DecryptionRequest(self.ctx.session, self.ctx.round, self.public.key_id, self.ctx.dimension + 1,
+                                    tuple(self._record))
         started = time.perf_counter()
         try:
             release = self.key_holder.decrypt(request)
-        except DecryptionRefused as err:
-            raise AggregationAborted(f"key holder refused: {err}") from None
+        except AggregationAborted:
+            raise
+        except SecAggError as err:
+            raise AggregationAborted(f"key holder refused: {type(err).__name__}: {err}") from None
         key_holder_seconds = time.perf_counter() - started
-        if not release.weight > 0:
-            raise AggregationAborted("released total weight is not positive")
+        check_release(release, len(self._record), self.public.params)  # also against a remote key holder
         mean = (release.weighted_sum / release.weight).astype(np.float32)
         return AggregateResult(mean, release.weight * self.public.params.max_weight,
                                tuple(sorted(c.client for c in self._record)),
                                details={"ciphertexts_per_client": float(self._count),
-                                        "key_holder_seconds": key_holder_seconds})
+                                        "key_holder_seconds": key_holder_seconds,
+                                        "key_holder_bytes": float(request_size(request))})
 
 
 class CKKSAggregator:

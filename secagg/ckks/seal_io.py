@@ -18,6 +18,9 @@ import tenseal.sealapi as seal
 from secagg.errors import MessageError  # noqa: F401 (re-exported for packing)
 
 MAX_CIPHERTEXT_BYTES = 1 << 22  # a serialized ciphertext of the supported parameters is far smaller
+# What SEAL's C++ exceptions arrive as through pybind11 (invalid_argument, logic_error, out_of_range, ...),
+# for operations on objects already loaded and validated.
+SEAL_ERRORS: tuple[type[Exception], ...] = (ValueError, RuntimeError, IndexError, OverflowError, TypeError)
 
 _DIR = Path(tempfile.mkdtemp(prefix="secagg-seal-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
 _LOCK = threading.Lock()
@@ -49,7 +52,7 @@ def load(kind: type[T], data: bytes, context: seal.SEALContext, *, what: str) ->
         Path(path).write_bytes(bytes(data))
         try:
             obj.load(context, path)  # type: ignore[attr-defined]
-        except Exception as err:  # SEAL's std exceptions arrive as several Python types
+        except Exception as err:  # SEAL's std exceptions arrive as several Python types; bad_alloc too
             raise MessageError(f"invalid {what}: {err}") from None
         finally:
             os.unlink(path)

@@ -1,6 +1,7 @@
 """CKKS aggregation: error bounds, separated key roles, the key holder's policy, tampering."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -10,8 +11,8 @@ from hypothesis import strategies as st
 
 from secagg.aggregation import RoundContext
 from secagg.ckks import CKKSAggregator, CKKSParams, KeyHolder
-from secagg.ckks.keyholder import Contribution, DecryptionRequest
 from secagg.ckks.packing import PublicContext
+from secagg.ckks.request import SignedContribution
 from secagg.errors import (
     AggregationAborted,
     AuthenticationError,
@@ -57,6 +58,14 @@ def updates(n, dim, seed=0):
     return {c: rng.uniform(-1, 1, dim).astype(np.float32) for c in range(n)}
 
 
+_ROUNDS = itertools.count(1)
+
+
+def next_ctx(ups, min_clients=1):
+    """A context for the module's shared key holder, which releases each round index once, in order."""
+    return RoundContext.new(next(_ROUNDS), tuple(sorted(ups)), len(next(iter(ups.values()))), min_clients)
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(st.integers(2, 100), st.integers(1, 9000), st.integers(0, 2**16))
@@ -64,7 +73,7 @@ def test_aggregate_error_is_within_1e_6(aggregator, n, dim, seed):
     ups = updates(n, dim, seed)
     weights = {c: 10.0 for c in ups}  # alpha = 1: the released sum is the plain sum
     with Capture(aggregator) as cap:
-        _, result = run_round(aggregator, ups, weights=weights)
+        _, result = run_round(aggregator, ups, weights=weights, ctx=next_ctx(ups))
     exact = np.sum(np.stack(list(ups.values())).astype(np.float64), axis=0)
     assert np.abs(cap.release.weighted_sum - exact).max() <= 1e-6
     assert abs(cap.release.weight - n) <= 1e-6
@@ -75,7 +84,7 @@ def test_aggregate_error_is_within_1e_6(aggregator, n, dim, seed):
 def test_weighted_mean(aggregator):
     ups = updates(4, 50)
     weights = {0: 1.0, 1: 2.0, 2: 3.0, 3: 10.0}
-    _, result = run_round(aggregator, ups, weights=weights)
+    _, result = run_round(aggregator, ups, weights=weights, ctx=next_ctx(ups))
     expected = np.average(np.stack(list(ups.values())), axis=0, weights=list(weights.values()))
     assert np.abs(result.mean - expected).max() < 1e-6
     assert result.total_weight == pytest.approx(16.0)
@@ -84,7 +93,7 @@ def test_weighted_mean(aggregator):
 def test_release_is_flooded_and_rounded(aggregator):
     ups = {c: np.zeros(3000, np.float32) for c in range(3)}
     with Capture(aggregator) as cap:
-        run_round(aggregator, ups, weights={c: 10.0 for c in ups})
+        run_round(aggregator, ups, weights={c: 10.0 for c in ups}, ctx=next_ctx(ups))
     released = cap.release.weighted_sum
     grid = 2.0**aggregator.params.release_bits
     np.testing.assert_array_equal(released * grid, np.round(released * grid))  # on the release grid
@@ -128,8 +137,9 @@ def fresh_request(aggregator, n=3, dim=20):
     """A valid, signed request that the real key holder has never seen."""
     holder, aggregator.key_holder = aggregator.key_holder, Intercept()
     try:
+        ups = updates(n, dim)
         with pytest.raises(AggregationAborted):
-            run_round(aggregator, updates(n, dim))
+            run_round(aggregator, ups, ctx=next_ctx(ups))
         return aggregator.key_holder.request
     finally:
         aggregator.key_holder = holder
@@ -143,14 +153,25 @@ def test_a_valid_request_is_decrypted_once(aggregator):
         aggregator.key_holder.decrypt(request)
 
 
+def _with_ciphertexts(r, ciphertexts):
+    first = dataclasses.replace(r.contributions[0], ciphertexts=ciphertexts)
+    return dataclasses.replace(r, contributions=(first,) + r.contributions[1:])
+
+
 @pytest.mark.parametrize("edit, match", [
-    (lambda r: dataclasses.replace(r, record=r.record[:1]), "min_clients"),
-    (lambda r: dataclasses.replace(r, record=r.record[:1] * 2), "twice"),
-    (lambda r: dataclasses.replace(r, record=tuple(Contribution(c.client, c.digest, bytes(64)) for c in r.record)),
-     "not validly signed"),
-    (lambda r: dataclasses.replace(r, record=(Contribution(999, bytes(32), bytes(64)),) + r.record), "not enrolled"),
+    (lambda r: dataclasses.replace(r, contributions=r.contributions[:1]), "min_clients"),
+    (lambda r: dataclasses.replace(r, contributions=r.contributions[:1] * 2), "twice"),
+    (lambda r: dataclasses.replace(r, contributions=tuple(dataclasses.replace(c, signature=bytes(64))
+                                                          for c in r.contributions)), "not validly signed"),
+    (lambda r: dataclasses.replace(r, contributions=(SignedContribution(999, r.contributions[0].ciphertexts,
+                                                                        bytes(64)),) + r.contributions),
+     "not enrolled"),
     (lambda r: dataclasses.replace(r, round=r.round + 1), "not validly signed"),  # signatures bind the round
     (lambda r: dataclasses.replace(r, session=bytes(16)), "not validly signed"),
+    (lambda r: dataclasses.replace(r, length=r.length + 1), "not validly signed"),  # ... and the length
+    (lambda r: dataclasses.replace(r, key_id=bytes(32)), "current key"),
+    (lambda r: _with_ciphertexts(r, (r.contributions[0].ciphertexts[0][:-5],)), "not validly signed"),
+    (lambda r: _with_ciphertexts(r, (b"\x00" * 100,)), "not validly signed"),
 ])
 def test_key_holder_policy_refusals(aggregator, edit, match):
     with pytest.raises(DecryptionRefused, match=match):
@@ -158,13 +179,32 @@ def test_key_holder_policy_refusals(aggregator, edit, match):
 
 
 @pytest.mark.parametrize("edit", [
-    lambda r: dataclasses.replace(r, ciphertexts=(r.ciphertexts[0][:-5],)),
-    lambda r: dataclasses.replace(r, ciphertexts=(b"\x00" * 100,)),
-    lambda r: dataclasses.replace(r, ciphertexts=r.ciphertexts * 2),
+    lambda r: _with_ciphertexts(r, r.contributions[0].ciphertexts * 2),
+    lambda r: dataclasses.replace(r, length=1),
 ])
-def test_key_holder_refuses_bad_ciphertexts(aggregator, edit):
+def test_key_holder_refuses_malformed_requests(aggregator, edit):
     with pytest.raises(MessageError):
         aggregator.key_holder.decrypt(edit(fresh_request(aggregator)))
+
+
+def test_each_aggregator_has_its_own_key_and_refuses_another_ones_requests(aggregator):
+    other = CKKSAggregator(CKKSParams(max_weight=10.0))
+    assert other.public.key_id != aggregator.public.key_id
+    assert other.key_holder.public_key != aggregator.key_holder.public_key
+    with pytest.raises(DecryptionRefused, match="current key"):
+        other.key_holder.decrypt(fresh_request(aggregator))
+
+
+def test_a_suspended_key_holder_keeps_its_key_and_spent_rounds(aggregator):
+    holder = aggregator.key_holder
+    request = fresh_request(aggregator)
+    holder.decrypt(request)
+    back = KeyHolder.resume(holder.suspend(), holder.params, holder.directory)
+    assert (back.public_key, back.key_id) == (holder.public_key, holder.key_id)
+    with pytest.raises(DecryptionRefused, match="already decrypted"):
+        back.decrypt(request)
+    with pytest.raises(MessageError, match="format"):
+        KeyHolder.resume(b"\x01" + holder.suspend()[1:], holder.params, holder.directory)
 
 
 def test_ciphertexts_of_other_parameters_are_refused(aggregator):
@@ -193,8 +233,9 @@ def test_aggregator_rejects_tampered_and_truncated_updates(aggregator):
 
 
 def test_a_single_survivor_is_never_decrypted(aggregator):
+    ups = updates(3, 5)
     with pytest.raises(AggregationAborted, match="min_clients"):
-        run_round(aggregator, updates(3, 5), drop_stage={1: 0, 2: 0})
+        run_round(aggregator, ups, drop_stage={1: 0, 2: 0}, ctx=next_ctx(ups))
 
 
 def test_bad_updates_are_refused_by_the_client(aggregator):

@@ -1,21 +1,27 @@
 """The aggregator <-> key holder messages round-trip, and a release is checked against its request."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from secagg.ckks.decryption_wire import decode_release, decode_request, encode_release, encode_request
-from secagg.ckks.keyholder import Contribution, DecryptionRequest, Release
+from secagg.ckks.decryption_wire import (decode_release, decode_request, encode_release, encode_request,
+                                         request_size)
+from secagg.ckks.request import DecryptionRequest, Release, SignedContribution
 from secagg.errors import MessageError
 
 
 def _request(round_index=3):
-    record = (Contribution(1, b"d" * 32, b"s" * 64), Contribution(2, b"e" * 32, b"t" * 64))
-    return DecryptionRequest(b"x" * 16, round_index, 5, (b"cipher-a", b"cipher-b"), record)
+    contributions = (SignedContribution(1, (b"cipher-a", b"cipher-b"), b"s" * 64),
+                     SignedContribution(2, (b"cipher-c", b"cipher-dd"), b"t" * 64))
+    return DecryptionRequest(b"x" * 16, round_index, b"k" * 32, 5, contributions)
 
 
 def test_request_and_release_round_trip():
     request = _request()
-    assert decode_request(encode_request(request)) == request
+    encoded = encode_request(request)
+    assert decode_request(encoded) == request
+    assert request_size(request) == len(encoded)
     release = Release(np.arange(4.0), 0.75)
     back = decode_release(request, encode_release(request, release))
     np.testing.assert_array_equal(back.weighted_sum, release.weighted_sum)
@@ -33,13 +39,23 @@ def test_a_release_for_another_round_or_length_is_refused():
         decode_release(request, encode_release(request, Release(np.array([0, 1, np.nan, 3.0]), 1.0)))
 
 
-def test_a_truncated_request_is_refused():
+def test_a_truncated_or_extended_request_is_refused():
+    encoded = encode_request(_request())
     with pytest.raises(MessageError):
-        decode_request(encode_request(_request())[:-5])
+        decode_request(encoded[:-5])
+    with pytest.raises(MessageError):
+        decode_request(encoded + b"\0")
 
 
 def test_a_request_for_fewer_than_two_reals_is_refused():
-    from dataclasses import replace
-
     with pytest.raises(MessageError, match="reals"):
         decode_request(encode_request(replace(_request(), length=1)))
+
+
+def test_a_format_1_request_is_refused():
+    from secagg.wire import Envelope
+
+    env = Envelope.from_bytes(encode_request(_request()))
+    old = replace(env, body=b"\x00\x00\x00\x05" + env.body[1 + 32 + 4:])  # format 1 began with u32 length
+    with pytest.raises(MessageError, match="format"):
+        decode_request(old.to_bytes())
