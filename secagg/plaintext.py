@@ -1,6 +1,12 @@
 """Plaintext aggregation: clients send their update in the clear; the baseline every other mode is measured against.
 
 Message ``PLAIN_UPDATE`` (client -> server) body: ``array<f4>[dimension]`` update, ``f64`` weight.
+
+Like the masking and CKKS modes, each coordinate counts clipped to ``[-clip, clip]`` (default 1.0, their
+default too), so the three modes compute the same aggregate of the same updates. Here the server clips what
+it receives, so a client cannot skip it; ``clip=None`` releases the exact weighted mean. A non-finite update
+or weight, a weight above ``max_weight`` (when set) and a contribution that would overflow the running sum
+are refused with :class:`~secagg.errors.UpdateRejected`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import numpy as np
 
 from secagg.aggregation import AggregateResult, RoundContext
 from secagg.envelopes import open_envelope, seal_envelope
-from secagg.errors import AggregationAborted, ProtocolError, UpdateRejected
+from secagg.errors import AggregationAborted, ConfigurationError, ProtocolError, UpdateRejected
 from secagg.wire import BodyReader, BodyWriter, MessageKind
 
 
@@ -21,17 +27,20 @@ def encode_update(ctx: RoundContext, client_id: int, update: np.ndarray, weight:
     return seal_envelope(ctx, client_id, MessageKind.PLAIN_UPDATE, body)
 
 
-def check_weight(weight: float) -> float:
+def check_weight(weight: float, max_weight: float | None = None) -> float:
     if not math.isfinite(weight) or weight <= 0:
         raise UpdateRejected(f"weight must be finite and positive, got {weight}")
+    if max_weight is not None and weight > max_weight:
+        raise UpdateRejected(f"weight {weight} above max_weight={max_weight}")
     return weight
 
 
 class PlaintextClient:
-    def __init__(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float) -> None:
+    def __init__(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float,
+                 max_weight: float | None = None) -> None:
         if update.shape != (ctx.dimension,):
             raise UpdateRejected(f"update of shape {update.shape}, expected ({ctx.dimension},)")
-        self._message = encode_update(ctx, client_id, update, check_weight(float(weight)))
+        self._message = encode_update(ctx, client_id, update, check_weight(float(weight), max_weight))
 
     def start(self) -> bytes:
         return self._message
@@ -41,11 +50,15 @@ class PlaintextClient:
 
 
 class PlaintextServer:
-    def __init__(self, ctx: RoundContext) -> None:
+    """``details["clipped"]`` of the result: how many received coordinates lay outside ``[-clip, clip]``."""
+
+    def __init__(self, ctx: RoundContext, clip: float | None = 1.0, max_weight: float | None = None) -> None:
         self._ctx = ctx
+        self._clip, self._max_weight = clip, max_weight
         self._expected = set(ctx.clients)
         self._sum = np.zeros(ctx.dimension, dtype=np.float64)
         self._weight = 0.0
+        self._clipped = 0
         self._contributors: list[int] = []
         self._finished = False
         self._max_body = 4 * ctx.dimension + 64
@@ -63,14 +76,20 @@ class PlaintextServer:
             raise ProtocolError(f"duplicate update from client {sender}")
         body = open_envelope(self._ctx, message, MessageKind.PLAIN_UPDATE, sender=sender, max_body=self._max_body)
         reader = BodyReader(body)
-        update = reader.array(dtype="f4", shape=(self._ctx.dimension,))
+        update = reader.array(dtype="f4", shape=(self._ctx.dimension,)).astype(np.float64)
         weight = reader.f64()
         reader.finish()
-        check_weight(weight)
+        check_weight(weight, self._max_weight)
         if not np.isfinite(update).all():
             raise UpdateRejected(f"update from client {sender} has NaN or infinite values")
-        self._sum += weight * update.astype(np.float64)
-        self._weight += weight
+        clipped = 0
+        if self._clip is not None:
+            clipped = int(np.count_nonzero(np.abs(update) > self._clip))
+            np.clip(update, -self._clip, self._clip, out=update)
+        total, total_weight = self._sum + weight * update, self._weight + weight
+        if not (np.isfinite(total).all() and math.isfinite(total_weight)):
+            raise UpdateRejected(f"update from client {sender} would overflow the sum")
+        self._sum, self._weight, self._clipped = total, total_weight, self._clipped + clipped
         self._contributors.append(sender)
 
     def close_stage(self) -> dict[int, bytes]:
@@ -85,16 +104,28 @@ class PlaintextServer:
                 f"{len(self._contributors)} valid updates, fewer than min_clients={self._ctx.min_clients}"
             )
         mean = (self._sum / self._weight).astype(np.float32)
-        return AggregateResult(mean, self._weight, tuple(sorted(self._contributors)))
+        return AggregateResult(mean, self._weight, tuple(sorted(self._contributors)),
+                               details={"clipped": float(self._clipped)})
 
 
 class PlaintextAggregator:
-    """No protection: the server sees every update. The reference for overhead and accuracy."""
+    """No protection: the server sees every update. The reference for overhead and accuracy.
+
+    ``clip``: each coordinate counts clipped to ``[-clip, clip]``, as in the masking and CKKS modes (None: no
+    clipping). ``max_weight``: the public bound on a client's weight (None: no bound).
+    """
 
     stages = 1
 
+    def __init__(self, clip: float | None = 1.0, max_weight: float | None = None) -> None:
+        if clip is not None and not (math.isfinite(clip) and clip > 0):
+            raise ConfigurationError(f"clip must be finite and positive, got {clip}")
+        if max_weight is not None and not (math.isfinite(max_weight) and max_weight > 0):
+            raise ConfigurationError(f"max_weight must be finite and positive, got {max_weight}")
+        self.clip, self.max_weight = clip, max_weight
+
     def client_session(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float) -> PlaintextClient:
-        return PlaintextClient(ctx, client_id, update, weight)
+        return PlaintextClient(ctx, client_id, update, weight, self.max_weight)
 
     def server_session(self, ctx: RoundContext) -> PlaintextServer:
-        return PlaintextServer(ctx)
+        return PlaintextServer(ctx, self.clip, self.max_weight)
