@@ -3,7 +3,8 @@
 Every handler answers one message of the server's round logic and runs the same sans-I/O sessions as the
 in-process runtime. Node settings (``--node-config``): ``partition-id`` (this client's id and data shard)
 or ``role="key-holder"``. A refusal (bad message, failed check) is answered with an ``error`` field, so
-the server excludes this client from the round and goes on.
+the server excludes this client from the round and goes on. The enrolment is pinned at first use
+(:mod:`federation.flower.enrolment`); the key holder keeps one key pair for the run and signs its public key.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from federation.errors import ConfigError, FederationError
 from federation.experiment import (ExperimentConfig, SecureMode, ckks_params, local_client, masking_config,
                                    min_contributions)
 from federation.flower.codec import decode_context, decode_directory, field, payload
+from federation.flower.enrolment import (Enrolment, check_key_holder_identity, pin, pinned_directory,
+                                         pinned_public_key)
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
 from federation.flower.node import NodeState
 from federation.messages import decode_broadcast
@@ -28,6 +31,7 @@ from secagg.ckks.decryption_wire import decode_request, encode_release
 from secagg.ckks.keyholder import KeyHolder
 from secagg.ckks.packing import PublicContext
 from secagg.ckks.protocol import CKKSClient
+from secagg.ckks.signing import public_key_payload
 from secagg.errors import ProtocolError, SecAggError
 from secagg.masking.client import MaskingClient
 from secagg.plaintext import PlaintextClient
@@ -64,17 +68,25 @@ def _is_key_holder(context: Context) -> bool:
 @app.query("hello")
 @refusals_answered
 def hello(message: Message, context: Context) -> Message:
-    """Say who this node is: a client (its id, examples and identity key) or the key holder (its public key)."""
+    """Say who this node is: a client (its id, examples and identity key) or the key holder (its identity key
+    and its CKKS public key, signed with it). The key holder makes its key pair once per run."""
     config = FlowerJob.from_context(context).experiment()
     node = NodeState(context)
     if _is_key_holder(context):
         if config.secure is not SecureMode.CKKS:
             raise ConfigError("a key-holder node is only needed with --secure ckks")
         _, weight_bound = local_client(config, 0)
-        holder = KeyHolder(ckks_params(config, weight_bound), {}, min_clients=min_contributions(config))
-        node.put("key_holder", holder.suspend())
-        node.put_float("weight_bound", weight_bound)
-        return Message(payload(role=KEY_HOLDER_ROLE, public_key=holder.public_key), reply_to=message)
+        params, state = ckks_params(config, weight_bound), node.get("key_holder")
+        if state is None:
+            holder = KeyHolder(params, {}, min_clients=min_contributions(config))
+            node.put("key_holder", holder.suspend())
+            node.put_float("weight_bound", weight_bound)
+        else:  # greeted again: the same key, never a new one the server could ask to have replaced
+            holder = KeyHolder.resume(state, params, {}, min_clients=min_contributions(config))
+        identity = node.identity()
+        return Message(payload(role=KEY_HOLDER_ROLE, public_key=holder.public_key, identity=identity.public_bytes(),
+                               public_key_signature=identity.sign(public_key_payload(holder.public_key))),
+                       reply_to=message)
     index = _client_index(context)
     client, _ = local_client(config, index)
     return Message(payload(role="client", client=index, examples=client.num_examples,
@@ -84,12 +96,19 @@ def hello(message: Message, context: Context) -> Message:
 @app.query("enrol")
 @refusals_answered
 def enrol(message: Message, context: Context) -> Message:
-    """Keep the directory of client identity keys (and, with CKKS, the key holder's public key)."""
+    """Pin the directory of client identity keys (and, with CKKS, the key holder's identity and signed public
+    key) at the first enrolment; refuse a later one that differs."""
     node = NodeState(context)
-    node.put("directory", field(message, "directory", bytes))
-    decode_directory(node.get("directory") or b"")
-    if not _is_key_holder(context) and FlowerJob.from_context(context).experiment().secure is SecureMode.CKKS:
-        node.put("ckks_public", field(message, "public_key", bytes))
+    directory = field(message, "directory", bytes)
+    if FlowerJob.from_context(context).experiment().secure is not SecureMode.CKKS:
+        enrolment = Enrolment(directory)
+    elif _is_key_holder(context):
+        enrolment = Enrolment(directory, field(message, "key_holder_identity", bytes))
+        check_key_holder_identity(enrolment, node.identity())
+    else:
+        enrolment = Enrolment(directory, field(message, "key_holder_identity", bytes),
+                              field(message, "public_key", bytes), field(message, "public_key_signature", bytes))
+    pin(node, enrolment)
     return Message(payload(enrolled=1), reply_to=message)
 
 
@@ -147,11 +166,13 @@ def decrypt(message: Message, context: Context) -> Message:
     state, weight_bound = node.get("key_holder"), node.get_float("weight_bound")
     if state is None or weight_bound is None:
         raise ProtocolError("the key holder has no key: it was never greeted")
-    holder = KeyHolder.resume(state, ckks_params(config, weight_bound), decode_directory(node.get("directory") or b""),
+    holder = KeyHolder.resume(state, ckks_params(config, weight_bound), pinned_directory(node),
                               min_clients=min_contributions(config))
     request = decode_request(field(message, "request", bytes))
-    release = holder.decrypt(request)
-    node.put("key_holder", holder.suspend())  # the round is marked decrypted before the release leaves
+    try:
+        release = holder.decrypt(request)
+    finally:  # a refused request leaves the state as it was; a decrypted round is spent before anything leaves
+        node.put("key_holder", holder.suspend())
     return Message(payload(release=encode_release(request, release)), reply_to=message)
 
 
@@ -162,9 +183,6 @@ def _open_session(config: ExperimentConfig, weight_bound: float, ctx: RoundConte
         return MaskingClient(ctx, index, update, weight, mcfg, mcfg.encoder(ctx.dimension, len(ctx.clients)),
                              node.identity(), decode_directory(node.get("directory") or b""))
     if config.secure is SecureMode.CKKS:
-        public_key = node.get("ckks_public")
-        if public_key is None:
-            raise ProtocolError("no CKKS public key: this node was never enrolled")
-        return CKKSClient(ctx, index, update, weight, PublicContext(ckks_params(config, weight_bound), public_key),
-                          node.identity())
+        public = PublicContext(ckks_params(config, weight_bound), pinned_public_key(node))
+        return CKKSClient(ctx, index, update, weight, public, node.identity())
     return PlaintextClient(ctx, index, update, weight)

@@ -1,7 +1,8 @@
 """The Flower ServerApp: our round loop, driven through Flower's Grid.
 
 At start it waits for the SuperNodes, greets them (each client says its id and identity key; the CKKS key
-holder its public key), sends every node the directory of identity keys, then runs
+holder its identity key and its public key, signed with it), sends every node the directory of identity keys
+(and the key holder's identity and signed public key; nodes pin these at first enrolment), then runs
 :class:`~federation.server.Federation` with the :class:`FlowerRuntime`. The ServerApp is the aggregator:
 with ``--secure ckks`` it never holds the secret key, which stays on the key-holder SuperNode.
 """
@@ -25,12 +26,14 @@ from federation.flower.runtime import FlowerRuntime, exchange
 from federation.report import results_document, write_results
 from secagg.aggregation import Aggregator
 from secagg.ckks.decryption_wire import decode_release, encode_request
-from secagg.ckks.keyholder import DecryptionRequest, Release
 from secagg.ckks.protocol import CKKSAggregator
-from secagg.errors import DecryptionRefused, MessageError
+from secagg.ckks.request import DecryptionRequest, Release
+from secagg.ckks.signing import public_key_payload
+from secagg.errors import AuthenticationError, DecryptionRefused, MessageError
 from secagg.identity import IdentityRegistry
 from secagg.masking import MaskingAggregator
 from secagg.plaintext import PlaintextAggregator
+from secagg.primitives.keys import verify_signature
 
 app = ServerApp()
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ class Roster:
     identities: IdentityRegistry
     key_holder: int | None = None
     public_key: bytes | None = None
+    key_holder_identity: bytes | None = None
+    public_key_signature: bytes | None = None
 
 
 class RemoteKeyHolder:
@@ -80,7 +85,7 @@ def greet(grid: Grid, nodes: list[int], config: ExperimentConfig, timeout: float
     replies = exchange(grid, hello, timeout)
     clients: dict[int, int] = {}
     identities = IdentityRegistry()
-    key_holder = public_key = None
+    key_holder = public_key = key_holder_identity = signature = None
     for node, reply in sorted(replies.items()):
         error = _error_of(reply)
         if error:
@@ -89,6 +94,12 @@ def greet(grid: Grid, nodes: list[int], config: ExperimentConfig, timeout: float
             if key_holder is not None:
                 raise ConfigError("two SuperNodes claim to be the key holder")
             key_holder, public_key = node, field(reply, "public_key", bytes)
+            key_holder_identity = field(reply, "identity", bytes)
+            signature = field(reply, "public_key_signature", bytes)
+            try:
+                verify_signature(key_holder_identity, signature, public_key_payload(public_key))
+            except AuthenticationError:
+                raise ConfigError(f"the key holder on SuperNode {node} did not sign its public key") from None
             continue
         client = field(reply, "client", int)
         if client in clients:
@@ -99,16 +110,24 @@ def greet(grid: Grid, nodes: list[int], config: ExperimentConfig, timeout: float
         raise ConfigError(f"client ids {sorted(clients)} are not 0..{config.clients - 1}")
     if (config.secure is SecureMode.CKKS) != (key_holder is not None):
         raise ConfigError("--secure ckks needs exactly one key-holder SuperNode (and no other mode uses one)")
-    return Roster(clients, identities, key_holder, public_key)
+    return Roster(clients, identities, key_holder, public_key, key_holder_identity, signature)
 
 
 def enrol(grid: Grid, roster: Roster, timeout: float) -> None:
-    """Send every node the identity directory (and clients the CKKS public key)."""
+    """Send every node the identity directory (with CKKS also the key holder's identity, and clients its
+    signed public key)."""
     directory = encode_directory(roster.identities.directory)
-    nodes = list(roster.clients.values()) + ([roster.key_holder] if roster.key_holder is not None else [])
-    extra = {"public_key": roster.public_key} if roster.public_key is not None else {}
-    messages = {n: Message(payload(directory=directory, **extra), dst_node_id=n, message_type="query.enrol",
-                           group_id="enrol") for n in nodes}
+    fields: dict[int, dict[str, bytes]] = {n: {"directory": directory} for n in roster.clients.values()}
+    if roster.key_holder is not None:
+        assert roster.key_holder_identity is not None and roster.public_key is not None
+        assert roster.public_key_signature is not None
+        for extra in fields.values():
+            extra.update(key_holder_identity=roster.key_holder_identity, public_key=roster.public_key,
+                         public_key_signature=roster.public_key_signature)
+        fields[roster.key_holder] = {"directory": directory, "key_holder_identity": roster.key_holder_identity}
+    nodes = list(fields)
+    messages = {n: Message(payload(**fields[n]), dst_node_id=n, message_type="query.enrol", group_id="enrol")
+                for n in nodes}
     replies = exchange(grid, messages, timeout)
     missing = [n for n in nodes if n not in replies or _error_of(replies[n])]
     if missing:
