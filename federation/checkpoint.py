@@ -6,6 +6,7 @@ the server optimizer state, and one UTF-8 JSON document (stored as a uint8 array
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -13,11 +14,11 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from federation.errors import CheckpointError
+from federation.errors import CheckpointError, OutputError
 
 CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT_VERSION = 1
@@ -36,23 +37,40 @@ class ServerState:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file, never a mix.
+
+    A failed write (disk full, read-only or missing directory) raises :class:`OutputError` and leaves the
+    old file and no temporary behind.
+    """
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an :class:`OSError` raised while writing ``path`` into an :class:`OutputError` naming it."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except OutputError:
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    except OSError as err:
+        raise OutputError(path, err.strerror or str(err)) from err
 
 
 def save(directory: Path, state: ServerState) -> Path:

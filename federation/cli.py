@@ -17,10 +17,11 @@ from federation.data import DatasetName
 from federation.audit_cli import add_parser as add_audit_parser
 from federation.audit_cli import audit_command
 from federation.bench.runner import BenchMode
-from federation.errors import ConfigError, FederationError
+from federation.checkpoint import writing
+from federation.errors import ConfigError, FederationError, OutputError
 from federation.experiment import DPMode, ExperimentConfig, PrivacySettings, SecureMode, build_federation
 from federation.partition import PartitionScheme
-from federation.report import plot_history, results_document, summary_table, write_results
+from federation.report import PLOT_NAME, plot_history, results_document, summary_table, write_results
 from federation.server import RoundRecord, record_from_dict
 from federation.strategy import Strategy, StrategyName
 from secagg.errors import SecAggError
@@ -223,7 +224,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     federation = build_federation(config, checkpoint_dir=out)
     started = time.perf_counter()
     bar = tqdm(total=config.rounds, desc="rounds", unit="round", disable=args.quiet, file=sys.stderr)
@@ -246,7 +248,8 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     write_results(out, document())
-    plot_history(out, history)
+    with writing(out / PLOT_NAME):
+        plot_history(out, history)
     if not args.quiet:
         print(summary_table(history))
         last = history[-1]
@@ -314,6 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if RuntimeName(args.runtime) is RuntimeName.FLOWER:
             return flower_command(args, list(argv) if argv is not None else sys.argv[1:])
         return run_command(args)
+    except OutputError as err:
+        hint = "; the last checkpoint is kept: --resume continues from it" if args.command == "run" else ""
+        print(f"secagg: error: {err}{hint}", file=sys.stderr)
+        return 2
     except (FederationError, SecAggError, DPError) as err:
         print(f"secagg: error: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class FederationError(Exception):
     """Root of every error raised by :mod:`federation`."""
@@ -21,3 +23,12 @@ class CheckpointError(FederationError, RuntimeError):
 
 class RuntimeFailure(FederationError, RuntimeError):
     """A distributed runtime that could not start, lost its server, or ended without results."""
+
+
+class OutputError(FederationError, OSError):
+    """An output file (checkpoint, ledger, results) that could not be written: a full, read-only or missing
+    ``--out``. The files already there are left as they were."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from dp.events import PrivacyEvent
 from dp.ledger import LEDGER_NAME, POPULATION, Party, PrivacyLedger, finite
+from federation.checkpoint import writing
 from federation.client import FederatedClient
 from federation.runtime import RoundOutcome
 
@@ -59,7 +60,10 @@ class PrivacyBook:
         return tuple(admitted)
 
     def record(self, round_index: int, outcome: RoundOutcome) -> None:
-        """Commit the round's releases to the ledger (persisted) before its result is released."""
+        """Commit the round's releases to the ledger (persisted) before its result is released.
+
+        A ledger that cannot be written raises :class:`OutputError`: the round's result must not be released.
+        """
         spend: dict[Party, list[PrivacyEvent]] = {}
         for c, report in outcome.clients.items():
             if report.events:
@@ -68,7 +72,11 @@ class PrivacyBook:
             for c in outcome.result.contributors:
                 spend.setdefault(c, []).extend(outcome.events)  # type: ignore[arg-type]
             spend[POPULATION] = list(outcome.events)  # type: ignore[arg-type]
-        self.ledger.commit(round_index, spend, self.path)
+        if self.path is None:
+            self.ledger.commit(round_index, spend, None)
+            return
+        with writing(self.path):
+            self.ledger.commit(round_index, spend, self.path)
 
     def summary(self) -> dict[str, Any]:
         """The ``privacy`` block of results.json."""

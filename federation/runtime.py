@@ -19,11 +19,17 @@ import numpy as np
 from federation.client import FederatedClient
 from federation.messages import decode_broadcast, encode_broadcast
 from secagg.aggregation import AggregateResult, Aggregator, ClientSession, RoundContext, ServerSession
-from secagg.errors import AggregationAborted, AuthenticationError, MessageError, ProtocolError, UpdateRejected
+from secagg.errors import (AggregationAborted, AuthenticationError, MessageError, ProtocolError, SecAggError,
+                           UpdateRejected)
 
-# What a single client's bad message or update raises: that client is excluded, the round goes on.
-# Anything else (a configuration error, a bug) stops the run.
+# The refusals a session raises on purpose for one client's bad message or update. Any other exception raised
+# while handling one client (a bug reached by crafted bytes, a library's ValueError, the user's training code)
+# excludes that client too, but is logged with its traceback; see ``exclude``.
 CLIENT_FAULTS = (MessageError, ProtocolError, UpdateRejected, AuthenticationError)
+
+# Never a party's fault: the process itself is failing, so the run stops. (KeyboardInterrupt and SystemExit
+# are not Exceptions and always propagate.)
+FATAL = (MemoryError,)
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +92,13 @@ class InProcessRuntime:
         upload, so it does not train either).
         """
         reports = {c: ClientReport(c) for c in ctx.clients}
-        server_seconds = 0.0
         start = time.perf_counter()
+        try:
+            server = aggregator.server_session(ctx)
+        except Exception as err:  # before anyone trains: nothing is spent on a round that cannot finish
+            return RoundOutcome(None, abort(ctx, err), reports, time.perf_counter() - start)
         broadcast = encode_broadcast(ctx, params)
-        server_seconds += time.perf_counter() - start
+        server_seconds = time.perf_counter() - start
 
         sessions: dict[int, ClientSession] = {}
         uploads: dict[int, bytes] = {}
@@ -106,8 +115,9 @@ class InProcessRuntime:
                 sessions[c] = aggregator.client_session(ctx, c, local.delta, float(local.num_examples))
                 uploads[c] = sessions[c].start()
                 report.protocol_seconds += time.perf_counter() - t0
-            except CLIENT_FAULTS as err:
-                mark_rejected(report, err)
+            except Exception as err:
+                exclude(report, err)
+                sessions.pop(c, None)
 
         def exchange(stage: int, messages: dict[int, bytes]) -> dict[int, bytes]:
             answers = {}
@@ -121,13 +131,13 @@ class InProcessRuntime:
                 t0 = time.perf_counter()
                 try:
                     answers[c] = sessions[c].handle(message)
-                except CLIENT_FAULTS as err:
-                    mark_rejected(reports[c], err)
+                except Exception as err:
+                    exclude(reports[c], err)
                     sessions.pop(c)
                 reports[c].protocol_seconds += time.perf_counter() - t0
             return answers
 
-        result, reason, seconds = drive_stages(ctx, aggregator.server_session(ctx), uploads, reports, exchange)
+        result, reason, seconds = drive_stages(ctx, server, uploads, reports, exchange)
         return RoundOutcome(result, reason, reports, server_seconds + seconds, list(result.events) if result else [])
 
 
@@ -147,9 +157,12 @@ def drive_stages(ctx: RoundContext, server: ServerSession, uploads: dict[int, by
             reports[c].bytes_up += len(message)
             try:
                 server.collect(c, message)
-            except CLIENT_FAULTS as err:
-                mark_rejected(reports[c], err)
-        replies = server.close_stage()
+            except Exception as err:  # whatever one client's message makes the server raise is its fault
+                exclude(reports[c], err)
+        try:
+            replies = server.close_stage()
+        except Exception as err:  # the server session gives up: the round ends, the federation goes on
+            return None, abort(ctx, err), server_seconds + time.perf_counter() - t0
         server_seconds += time.perf_counter() - t0
         if server.finished:
             break
@@ -160,10 +173,26 @@ def drive_stages(ctx: RoundContext, server: ServerSession, uploads: dict[int, by
     t0 = time.perf_counter()
     try:
         result, reason = server.result(), None
-    except AggregationAborted as err:
-        result, reason = None, str(err)
-        log.warning("round %d aborted: %s", ctx.round, err)
+    except Exception as err:
+        result, reason = None, abort(ctx, err)
     return result, reason, server_seconds + time.perf_counter() - t0
+
+
+def exclude(report: ClientReport, err: Exception) -> None:
+    """Reject the client whose message, session or training raised ``err``; re-raise what is nobody's fault."""
+    if isinstance(err, FATAL):
+        raise err
+    mark_rejected(report, err, unexpected=not isinstance(err, CLIENT_FAULTS))
+
+
+def abort(ctx: RoundContext, err: Exception) -> str:
+    """The abort reason of a round whose server session raised ``err`` (too few survivors, a configuration it
+    refuses, a bug); re-raise what is nobody's fault."""
+    if isinstance(err, FATAL):
+        raise err
+    reason = str(err) if isinstance(err, AggregationAborted) else f"{type(err).__name__}: {err}"
+    log.warning("round %d aborted: %s", ctx.round, reason, exc_info=None if isinstance(err, SecAggError) else err)
+    return reason
 
 
 def record_training(report: ClientReport, examples: int, loss: float | None, seconds: float,
@@ -175,7 +204,9 @@ def mark_dropped(report: ClientReport, stage: int) -> None:
     report.status, report.reason = ClientStatus.DROPPED, f"dropped before stage {stage}"
 
 
-def mark_rejected(report: ClientReport, err: Exception | str) -> None:
+def mark_rejected(report: ClientReport, err: Exception | str, unexpected: bool = False) -> None:
+    """``unexpected``: not a deliberate refusal (maybe a bug reached by crafted input), so log the traceback."""
     reason = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
     report.status, report.reason = ClientStatus.REJECTED, reason
-    log.warning("client %d rejected: %s", report.client, report.reason)
+    log.warning("client %d rejected: %s", report.client, report.reason,
+                exc_info=err if unexpected and isinstance(err, Exception) else None)

@@ -26,9 +26,10 @@ from federation.client import FederatedClient, TrainFn, train_epoch
 from federation.errors import CheckpointError, ConfigError
 from federation.params import dimension, get_vector, set_vector
 from federation.privacy import PrivacyBook
-from federation.runtime import ClientReport, ClientStatus, InProcessRuntime, RoundOutcome, Runtime
+from federation.runtime import ClientReport, ClientStatus, InProcessRuntime, RoundOutcome, Runtime, abort
 from federation.strategy import ServerOptimizer, Strategy
 from secagg.aggregation import Aggregator, RoundContext
+from secagg.errors import SecAggError
 from secagg.plaintext import PlaintextAggregator
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,10 @@ class Federation:
         else:
             ctx = RoundContext.new(r, sampled, params.size, cfg.min_clients)
             seeds = {c: derive_seed(cfg.seed, r, c) for c in sampled}
-            outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, self.aggregator)
+            try:
+                outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, self.aggregator)
+            except SecAggError as err:  # a runtime's refusal of this one round (too few partners, ...)
+                outcome = RoundOutcome(None, abort(ctx, err), {}, 0.0)
         if self.privacy is not None:
             self.privacy.record(r, outcome)  # persisted before anything of this round is released
         server_seconds = outcome.server_seconds

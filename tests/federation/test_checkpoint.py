@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from federation import checkpoint
-from federation.errors import CheckpointError
+from federation.errors import CheckpointError, OutputError
 
 
 def state(round_=2):
@@ -45,3 +45,30 @@ def test_pickled_arrays_are_never_loaded(tmp_path):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         checkpoint.load(tmp_path)
+
+
+@pytest.mark.parametrize("failing", ["mkstemp", "fsync", "replace"])
+def test_a_failed_write_is_an_output_error_and_keeps_the_old_checkpoint(tmp_path, monkeypatch, failing):
+    import errno
+    import os
+    import tempfile
+
+    checkpoint.save(tmp_path, state(1))
+    kept = (tmp_path / checkpoint.CHECKPOINT_NAME).read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile if failing == "mkstemp" else os, failing, full)
+    with pytest.raises(OutputError, match="No space left on device") as raised:
+        checkpoint.save(tmp_path, state(2))
+    monkeypatch.undo()
+    assert raised.value.path == tmp_path / checkpoint.CHECKPOINT_NAME and isinstance(raised.value, OSError)
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.CHECKPOINT_NAME]
+    assert (tmp_path / checkpoint.CHECKPOINT_NAME).read_bytes() == kept
+
+
+def test_a_directory_under_a_file_is_an_output_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match="cannot write"):
+        checkpoint.save(tmp_path / "file" / "run", state())

@@ -154,3 +154,30 @@ def test_audit_of_a_corrupt_ledger(tmp_path, capsys):
     (tmp_path / LEDGER_NAME).write_text("{broken")
     assert main(["audit", str(tmp_path)]) == 2
     assert "unreadable ledger" in capsys.readouterr().err
+
+
+def test_a_ledger_that_cannot_be_written_stops_the_release_and_keeps_the_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from federation.errors import OutputError
+    from federation.privacy import PrivacyBook
+    from federation.runtime import ClientReport, RoundOutcome
+    from secagg.aggregation import AggregateResult
+
+    book = PrivacyBook(PrivacyLedger(1e-5), tmp_path)
+    outcome = RoundOutcome(AggregateResult(np.zeros(2, np.float32), 2.0, (0, 1)), None,
+                           {0: ClientReport(0), 1: ClientReport(1)}, 0.0, [GaussianEvent(1.0)])
+    book.record(1, outcome)
+    kept = (tmp_path / LEDGER_NAME).read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OutputError, match="No space left on device") as raised:
+        book.record(2, outcome)
+    monkeypatch.undo()
+    assert raised.value.path == tmp_path / LEDGER_NAME
+    assert (tmp_path / LEDGER_NAME).read_bytes() == kept
+    assert [p.name for p in tmp_path.iterdir()] == [LEDGER_NAME]
