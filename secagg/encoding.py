@@ -127,17 +127,33 @@ class FixedPointEncoder:
             np.add(encoded[:-1], noise.astype(self.dtype), out=encoded[:-1])  # wraps modulo 2^w
         return encoded
 
+    def reach(self, contributors: int) -> int:
+        """The largest absolute centred sum ``contributors`` honest encodings can produce: each centred
+        coordinate lies in [1 - o, o - 1], plus NOISE_TAIL deviations of the summed noise."""
+        tail = math.ceil(NOISE_TAIL * self.noise_sigma * math.sqrt(contributors)) if self.noise_sigma > 0 else 0
+        return contributors * (self.offset - 1) + tail
+
     def decode(self, total: np.ndarray, contributors: int) -> tuple[np.ndarray, float]:
-        """The weighted mean update (float32) and total weight from the sum of ``contributors`` encodings."""
+        """The weighted mean update (float32) and total weight from the sum of ``contributors`` encodings.
+
+        Refuses (:class:`UpdateRejected`) a sum no ``contributors`` clipped encodings can produce: a total
+        weight outside (0, contributors * max_weight] or a coordinate beyond :meth:`reach`. Such a sum means
+        some client sent out-of-range ring words, which would otherwise shift the mean without a trace.
+        """
         if total.shape != (self.length,):
             raise UpdateRejected(f"sum of shape {total.shape}, expected ({self.length},)")
         if not 1 <= contributors <= self.max_clients:
             raise ConfigurationError(f"{contributors} contributors outside [1, {self.max_clients}]")
-        alpha_sum = float(total[-1]) / self.levels
-        if alpha_sum <= 0:
-            raise UpdateRejected("aggregate weight is zero")
+        weight_word = int(total[-1])
+        if not 0 < weight_word <= contributors * self.levels:
+            raise UpdateRejected(f"aggregate weight word {weight_word} outside (0, {contributors} x {self.levels}]")
+        alpha_sum = weight_word / self.levels
         centred = total[:-1] - self.dtype.type(contributors * self.offset)  # wraps modulo 2^w
         signed = centred.view(np.int32 if self.dtype == np.uint32 else np.int64)
+        reach = self.reach(contributors)
+        if signed.size and max(-int(signed.min()), int(signed.max())) > reach:
+            raise UpdateRejected(f"aggregate coordinate beyond the {reach} ring units {contributors} clipped "
+                                 f"encodings can reach: a contribution was out of range")
         weighted = signed.astype(np.float64) / self.scale
         return (weighted / alpha_sum).astype(np.float32), alpha_sum * self.max_weight
 

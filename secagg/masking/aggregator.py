@@ -33,7 +33,7 @@ class MaskingAggregator:
 
     @property
     def stages(self) -> int:
-        return 5 if self.config.consistency_check else 4
+        return self.config.stages
 
     def encoder(self, ctx: RoundContext) -> FixedPointEncoder:
         return self.config.encoder(ctx.dimension, len(ctx.clients))

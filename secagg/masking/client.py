@@ -2,14 +2,23 @@
 
 Stages (Bonawitz et al. 2017, section 4; SecAgg+ neighbourhoods of Bell et al. 2020):
 
-0. ``start``: advertise two fresh X25519 public keys (share encryption c, masking s), signed if asked.
-1. key list: check it, derive the neighbourhood, Shamir-share s_sk and a fresh self-mask seed b among
-   the neighbours, encrypt each neighbour's shares with AES-GCM under a key agreed with it.
-2. share relay: remember the ciphertexts; the senders are the neighbours to mask with. Send
+0. ``start``: advertise two fresh X25519 public keys (share encryption c, masking s); with the consistency
+   check also a commitment to a fresh random r, all signed with the client's identity key.
+1. key list: check it (own keys, participants of this round only, signed and committed if required).
+   With the consistency check, reveal r; the server must then send every listed client's reveal, each
+   opening its commitment, so the graph seed is fixed by randomness the server saw only after the list.
+2. set-up fixed: the transcript digest T (context, key list, reveals) seeds the neighbourhood; Shamir-share
+   s_sk and a fresh self-mask seed b among the neighbours, encrypt each neighbour's shares with AES-GCM
+   under a key agreed with it and T as associated data.
+3. share relay: decrypt every relayed share now (a partner that saw another key list fails here) and
+   refuse unless at least t neighbours' shares arrived; then send
    ``encode(x) + PRG(b) + sum_v sign(u, v) PRG(s_uv)`` (plus if u < v, minus if u > v).
-3. (consistency check only) sign the survivor list.
-4. unmask request: check the survivor list, then reveal for each neighbour either its b share (it
+4. (consistency check only) sign T and the survivor list.
+5. unmask request: check the survivor list, then reveal for each neighbour either its b share (it
    survived) or its s_sk share (it dropped), never both; then refuse every later message.
+
+Degree k and threshold t come from the number of sampled participants in the round context, so a server
+that lists fewer clients cannot lower t; t must exceed k / 2 (:class:`MaskingConfig`).
 
 A runtime that cannot keep the object alive between stages (a Flower ClientApp runs once per message)
 stores :meth:`MaskingClient.suspend` in the client's own node state and rebuilds the session with
@@ -45,6 +54,7 @@ class _State(enum.Enum):
     MASKED = 3
     SIGNED = 4
     DONE = 5
+    REVEALED = 6
 
 
 class MaskingClient:
@@ -54,14 +64,16 @@ class MaskingClient:
         self.identity, self.directory = identity, directory
         if config.consistency_check and identity is None:
             raise ProtocolError("the consistency check needs an identity key")
+        self._degree, self._threshold = config.plan(len(ctx.clients))
         self._encoded = encoder.encode(update, weight)
         self._c, self._s = AgreementKey.generate(), AgreementKey.generate()
+        self._reveal = os.urandom(msg.REVEAL_BYTES) if config.consistency_check else b""
         self._state = _State.NEW
-        self._keys: dict[int, Advertisement] = {}
+        self._key_list = b""
+        self._transcript = b""
         self._advertised: frozenset[int] = frozenset()
         self._neighbours: frozenset[int] = frozenset()
-        self._threshold = 0
-        self._partners: dict[int, bytes] = {}
+        self._partners: dict[int, bytes] = {}  # decrypted share plaintexts of the partners, by owner
         self._pair_seeds: dict[int, bytes] = {}
         self._aead_keys: dict[int, bytes] = {}
         self._survivors: tuple[int, ...] = ()
@@ -70,7 +82,7 @@ class MaskingClient:
     def suspend(self) -> bytes:
         """The session's whole state (secrets included), for the client's own storage between stages."""
         w = BodyWriter().u8(self._state.value).raw(self._c.private_bytes()).raw(self._s.private_bytes())
-        w.u32(self._threshold)
+        w.blob(self._reveal).blob(self._key_list).blob(self._transcript)
         for ids in (self._advertised, self._neighbours, self._survivors):
             w.raw(msg.write_ids(tuple(sorted(ids)) if isinstance(ids, frozenset) else ids).to_bytes())
         for table in (self._partners, self._pair_seeds, self._aead_keys):
@@ -87,13 +99,15 @@ class MaskingClient:
         self = cls.__new__(cls)
         self.ctx, self.id, self.config, self.encoder = ctx, client_id, config, encoder
         self.identity, self.directory = identity, directory
+        self._degree, self._threshold = config.plan(len(ctx.clients))
         r = BodyReader(state)
         try:
             self._state = _State(r.u8())
         except ValueError:
             raise ProtocolError("suspended masking session has an unknown state") from None
         self._c, self._s = AgreementKey.from_private_bytes(r.raw(32)), AgreementKey.from_private_bytes(r.raw(32))
-        self._threshold = r.u32()
+        self._reveal, self._key_list = r.blob(max_len=msg.REVEAL_BYTES), r.blob()
+        self._transcript = r.blob(max_len=msg.DIGEST_BYTES)
         self._advertised, self._neighbours = frozenset(msg.read_ids(r)), frozenset(msg.read_ids(r))
         self._survivors = msg.read_ids(r)
         self._partners, self._pair_seeds, self._aead_keys = ({r.u32(): r.blob() for _ in range(r.count(
@@ -101,19 +115,19 @@ class MaskingClient:
         self._seed = r.blob(max_len=SEED_BYTES)
         length = 0 if self._state in (_State.MASKED, _State.SIGNED, _State.DONE) else encoder.length
         self._encoded = r.array(dtype=encoder.dtype, shape=(length,))
-        self._keys = {}
         r.finish()
         return self
 
     def start(self) -> bytes:
         self._expect(_State.NEW)
         c_pk, s_pk = self._c.public_bytes(), self._s.public_bytes()
-        signature = b""
+        signature = commitment = b""
         if self.config.consistency_check:
+            commitment = msg.commitment_of(self.ctx.session, self.ctx.round, self.id, self._reveal)
             signature = self.identity.sign(msg.advertisement_payload(self.ctx.session, self.ctx.round, self.id,
-                                                                     c_pk, s_pk))
+                                                                     c_pk, s_pk, commitment))
         self._state = _State.ADVERTISED
-        body = msg.write_advertise(Advertisement(self.id, c_pk, s_pk, signature))
+        body = msg.write_advertise(Advertisement(self.id, c_pk, s_pk, signature, commitment))
         return self._send(MessageKind.MASK_ADVERTISE, body)
 
     def handle(self, message: bytes) -> bytes:
@@ -127,7 +141,9 @@ class MaskingClient:
 
     def _dispatch(self, message: bytes) -> bytes:
         if self._state is _State.ADVERTISED:
-            return self._share_keys(message)
+            return self._accept_key_list(message)
+        if self._state is _State.REVEALED:
+            return self._accept_reveals(message)
         if self._state is _State.SHARED:
             return self._masked_input(message)
         if self._state is _State.MASKED and self.config.consistency_check:
@@ -137,31 +153,51 @@ class MaskingClient:
         raise ProtocolError(f"client {self.id} expects no message in state {self._state.name}")
 
     # stage 1
-    def _share_keys(self, message: bytes) -> bytes:
-        keys = msg.KeyList(self._receive(message, MessageKind.MASK_KEY_LIST))
+    def _accept_key_list(self, message: bytes) -> bytes:
+        body = self._receive(message, MessageKind.MASK_KEY_LIST)
+        keys = msg.KeyList(body)
         if not set(keys.ids) <= set(self.ctx.clients):
             raise ProtocolError("key list names clients outside this round")
-        if self.id not in keys or (keys[self.id].c_pk, keys[self.id].s_pk) != (self._c.public_bytes(),
-                                                                               self._s.public_bytes()):
+        own = keys[self.id] if self.id in keys else None
+        if own is None or (own.c_pk, own.s_pk) != (self._c.public_bytes(), self._s.public_bytes()):
             raise ProtocolError("key list does not carry this client's own keys")
+        if keys.signed != self.config.consistency_check:
+            raise ProtocolError("key list is signed" if keys.signed else "key list carries no signatures")
         if len(set(keys.public_keys())) != 2 * len(keys):
             raise ProtocolError("key list repeats a public key")
-        degree = self.config.degree(max(len(keys), 2))
-        self._threshold = self.config.shamir_threshold(degree)
         if len(keys) < max(self.ctx.min_clients, self._threshold + 1, 2):
             raise ProtocolError(f"only {len(keys)} clients advertised keys: below the threshold")
-        self._neighbours = neighbours_of(self.id, keys.ids, degree,
-                                         graph_seed(self.ctx.session, self.ctx.round, keys.body))
-        self._keys = {v: keys[v] for v in self._neighbours}
+        self._key_list, self._advertised = body, frozenset(keys.ids)
+        if not self.config.consistency_check:
+            return self._share_keys(keys, msg.transcript_digest(self.ctx, body))
+        if own.commitment != msg.commitment_of(self.ctx.session, self.ctx.round, self.id, self._reveal):
+            raise ProtocolError("key list does not carry this client's own commitment")
+        self._state = _State.REVEALED
+        return self._send(MessageKind.MASK_REVEAL, self._reveal)
+
+    # stage 1b (consistency check): every reveal opens its commitment, then the set-up is fixed
+    def _accept_reveals(self, message: bytes) -> bytes:
+        body = self._receive(message, MessageKind.MASK_REVEAL_LIST)
+        reveals = msg.read_reveals(body)
+        keys = msg.KeyList(self._key_list)
+        if list(reveals) != keys.ids:
+            raise ProtocolError("reveal list does not cover exactly the clients of the key list")
+        for v, reveal in reveals.items():
+            if msg.commitment_of(self.ctx.session, self.ctx.round, v, reveal) != keys[v].commitment:
+                raise ProtocolError(f"client {v}'s reveal does not open its commitment")
+        return self._share_keys(keys, msg.transcript_digest(self.ctx, self._key_list, body))
+
+    def _share_keys(self, keys: msg.KeyList, transcript: bytes) -> bytes:
+        self._transcript = transcript
+        self._neighbours = neighbours_of(self.id, keys.ids, self._degree, graph_seed(transcript))
+        ads = {v: keys[v] for v in self._neighbours}
         if self.config.consistency_check:
-            for v, ad in self._keys.items():
-                verify_signature(self._identity_of(v), ad.signature,
-                                 msg.advertisement_payload(self.ctx.session, self.ctx.round, v, ad.c_pk, ad.s_pk))
-        self._advertised = frozenset(keys.ids)
-        keys = self._keys
+            for v, ad in ads.items():
+                verify_signature(self._identity_of(v), ad.signature, msg.advertisement_payload(
+                    self.ctx.session, self.ctx.round, v, ad.c_pk, ad.s_pk, ad.commitment))
         # pairwise seeds are agreed now, off the masking step's critical path
-        self._pair_seeds = {v: self._agree(self._s, keys[v].s_pk, v, Purpose.PAIRWISE_MASK) for v in self._neighbours}
-        self._aead_keys = {v: self._agree(self._c, keys[v].c_pk, v, Purpose.SHARE_ENCRYPTION) for v in self._neighbours}
+        self._pair_seeds = {v: self._agree(self._s, ads[v].s_pk, v, Purpose.PAIRWISE_MASK) for v in self._neighbours}
+        self._aead_keys = {v: self._agree(self._c, ads[v].c_pk, v, Purpose.SHARE_ENCRYPTION) for v in self._neighbours}
         self._seed = os.urandom(SEED_BYTES)
         order = sorted(self._neighbours)
         xs = [v + 1 for v in order]
@@ -179,13 +215,20 @@ class MaskingClient:
         relay = msg.read_addressed(self._receive(message, MessageKind.MASK_SHARE_RELAY))
         if not set(relay) <= self._neighbours:
             raise ProtocolError("share relay carries shares from clients that are not neighbours")
-        self._partners = relay
+        if len(relay) < self._threshold:
+            raise ProtocolError(f"shares of only {len(relay)} neighbours were relayed; masking with fewer than "
+                                f"t={self._threshold} partners could expose this client's input")
+        # a share that does not decrypt was made under another transcript (a split view) or forged
+        self._partners = {v: open_sealed(self._aead_keys[v], c, self._share_ad(v, self.id))
+                          for v, c in sorted(relay.items())}
+        for v, plaintext in self._partners.items():
+            msg.unpack_share_plaintext(plaintext, v, self.id)
         masked = self._encoded
         plus = [self._seed] + [self._pair_seeds[v] for v in sorted(relay) if self.id < v]
         minus = [self._pair_seeds[v] for v in sorted(relay) if self.id > v]
         MaskExpander(self.encoder.length, self.encoder.dtype).apply(plus, minus, masked)
         self._state = _State.MASKED
-        self._pair_seeds = {}
+        self._pair_seeds, self._aead_keys = {}, {}
         body = BodyWriter().array(masked).to_bytes()
         self._encoded = np.empty(0, dtype=self.encoder.dtype)
         return self._send(MessageKind.MASK_INPUT, body)
@@ -198,7 +241,7 @@ class MaskingClient:
         self._check_survivors(survivors)
         self._survivors = survivors
         self._state = _State.SIGNED
-        signature = self.identity.sign(msg.survivors_payload(self.ctx.session, self.ctx.round, survivors))
+        signature = self.identity.sign(msg.survivors_payload(self._transcript, survivors))
         return self._send(MessageKind.MASK_CONSISTENCY_SIGNATURE, signature)
 
     # stage 4
@@ -210,20 +253,19 @@ class MaskingClient:
                 raise ProtocolError("unmask request names other survivors than the ones signed")
             if len(signatures) < self._threshold or not set(signatures) <= set(survivors):
                 raise ProtocolError("too few consistency signatures from survivors")
-            payload = msg.survivors_payload(self.ctx.session, self.ctx.round, survivors)
+            payload = msg.survivors_payload(self._transcript, survivors)
             for v, signature in signatures.items():
                 verify_signature(self._identity_of(v), signature, payload)
         alive = set(survivors)
         out = []
-        for v in sorted(self._partners):
-            plaintext = open_sealed(self._aead_keys[v], self._partners[v], self._share_ad(v, self.id))
+        for v, plaintext in sorted(self._partners.items()):
             key_share, seed_share = msg.unpack_share_plaintext(plaintext, v, self.id)
             if v in alive:
                 out.append((v, ShareKind.SELF_MASK_SEED, seed_share))
             else:
                 out.append((v, ShareKind.MASK_KEY, key_share))
         self._state = _State.DONE
-        self._partners, self._aead_keys = {}, {}
+        self._partners = {}
         return self._send(MessageKind.MASK_UNMASK_SHARES, msg.write_unmask_shares(out))
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
@@ -248,7 +290,7 @@ class MaskingClient:
                           purpose=purpose)
 
     def _share_ad(self, owner: int, holder: int) -> bytes:
-        return msg.share_associated_data(self.ctx.session, self.ctx.round, owner, holder)
+        return msg.share_associated_data(self._transcript, owner, holder)
 
     def _expect(self, state: _State) -> None:
         if self._state is not state:

@@ -15,11 +15,15 @@ class MaskingConfig:
 
     ``neighbors``: the degree k of the SecAgg+ graph; ``None`` takes about 2*log2(n) (rounded up to even);
     ``0`` (or any k >= n - 1) is the complete graph, i.e. classic SecAgg (Bonawitz et al. 2017).
-    ``threshold``: Shamir threshold t; an int is absolute, a float in (0, 1] a fraction of the
+    ``threshold``: Shamir threshold t; an int is absolute, a float in [0.5, 1] a fraction of the
     neighbourhood (t = floor(fraction * k) + 1, at most k). Each client's secrets can be rebuilt from any t
-    of its neighbours and not from t - 1.
-    ``consistency_check``: the active-adversary variant: advertised keys and the survivor list are signed
-    with Ed25519 identity keys and checked by every client before it reveals a share.
+    of its neighbours and not from t - 1. t must exceed k / 2: each honest neighbour reveals one of a
+    client's two secrets, so a server (with c colluding neighbours) can hold t shares of both only if
+    2t <= k + c. Degree and threshold come from the round's participant list, never from what a server relays.
+    ``consistency_check``: the active-adversary variant: advertised keys (with a commitment to the
+    client's share of the graph seed) and the survivor list are signed with Ed25519 identity keys and
+    checked by every client before it reveals a share; the SecAgg+ graph seed is fixed by a commit-reveal
+    stage the server cannot steer.
     ``clip``, ``precision_bits``, ``max_weight``: the fixed-point encoding (see :mod:`secagg.encoding`).
     ``noise_sigma``: discrete Gaussian noise each client adds to its encoding, in ring units (quantization
     steps); 0 adds none. Distributed DP sets it (:mod:`dp.clipping`); the protocol is otherwise unchanged.
@@ -40,8 +44,9 @@ class MaskingConfig:
             raise ConfigurationError(f"threshold must be an int or a float, got {self.threshold!r}")
         if isinstance(self.threshold, int) and self.threshold < 1:
             raise ConfigurationError(f"an absolute threshold must be at least 1, got {self.threshold}")
-        if isinstance(self.threshold, float) and not 0.0 < self.threshold <= 1.0:
-            raise ConfigurationError(f"a threshold fraction must be in (0, 1], got {self.threshold}")
+        if isinstance(self.threshold, float) and not 0.5 <= self.threshold <= 1.0:
+            raise ConfigurationError(f"a threshold fraction must be in [0.5, 1] (t above half the neighbours), "
+                                     f"got {self.threshold}")
         self.encoder(1, 1)  # validates the encoding
 
     def encoder(self, dimension: int, clients: int) -> FixedPointEncoder:
@@ -60,9 +65,23 @@ class MaskingConfig:
             return n - 1
         return k + (k % 2)  # Harary graphs of even degree
 
+    @property
+    def stages(self) -> int:
+        """Client uploads per round: advertise, (reveal,) shares, input, (consistency signature,) unmask."""
+        return 6 if self.consistency_check else 4
+
     def shamir_threshold(self, degree: int) -> int:
+        """t for ``degree`` neighbours; refuses t above the degree or at or below half of it."""
         if isinstance(self.threshold, float):
             return min(degree, math.floor(self.threshold * degree) + 1)
         if self.threshold > degree:
             raise ConfigurationError(f"threshold {self.threshold} exceeds the {degree} neighbours of each client")
+        if 2 * self.threshold <= degree:
+            raise ConfigurationError(f"threshold {self.threshold} is at or below half of the {degree} neighbours: "
+                                     f"a server that splits survivor views could rebuild both secrets of a client")
         return self.threshold
+
+    def plan(self, participants: int) -> tuple[int, int]:
+        """(degree k, threshold t) of a round with ``participants`` sampled clients."""
+        degree = self.degree(max(participants, 2))
+        return degree, self.shamir_threshold(degree)

@@ -1,15 +1,18 @@
 """The SecAgg+ communication graph: a Harary graph over a permutation every client can recompute.
 
-The permutation comes from a public seed that hashes the session, the round and every advertised key,
-so it is fixed only after all clients have chosen their keys: the server cannot pick anyone's neighbours
-(it can only choose whom to leave out of the key list, which every client sees). Neighbours are the k/2
-nearest positions on each side of the permuted ring; k >= n - 1 gives the complete graph (classic SecAgg).
+The permutation comes from a public seed that hashes the round's transcript digest (the context, every
+advertised key and, with the consistency check, every client's revealed random value). Without the
+consistency check the server could still choose whom to leave out of the key list and so grind the seed;
+with it, each client commits to its random value inside its signed advertisement and reveals it only once
+the list is fixed, and every listed reveal must be present, so the server learns the seed only when it can
+no longer change it (it may only abort the round). Neighbours are the k/2 nearest positions on each side of
+the permuted ring; k >= n - 1 gives the complete graph (classic SecAgg).
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
+
 import numpy as np
 
 from secagg.primitives.prg import MaskExpander
@@ -17,9 +20,9 @@ from secagg.primitives.prg import MaskExpander
 _LABEL = b"secagg/graph-seed/v1"
 
 
-def graph_seed(session: bytes, round: int, key_list: bytes) -> bytes:
-    """SHA-256 over the context and the key list exactly as broadcast (every id and public key, in id order)."""
-    return hashlib.sha256(_LABEL + session + struct.pack(">I", round) + key_list).digest()
+def graph_seed(transcript: bytes) -> bytes:
+    """SHA-256 over the transcript digest (:func:`secagg.masking.messages.transcript_digest`)."""
+    return hashlib.sha256(_LABEL + transcript).digest()
 
 
 def permutation(ids: list[int], seed: bytes) -> list[int]:

@@ -2,8 +2,10 @@
 
 | kind | direction | body |
 |---|---|---|
-| MASK_ADVERTISE | client -> server | c_pk[32] s_pk[32] blob signature (empty without consistency check) |
-| MASK_KEY_LIST | server -> client | u32 n, u8 signed, n x (u32 id, c_pk[32], s_pk[32], signature[64] if signed) |
+| MASK_ADVERTISE | client -> server | c_pk[32] s_pk[32] blob commitment, blob signature (both empty without consistency check) |
+| MASK_KEY_LIST | server -> client | u32 n, u8 signed, n x (u32 id, c_pk[32], s_pk[32], commitment[32] signature[64] if signed) |
+| MASK_REVEAL | client -> server | r[32], the value the client committed to (consistency check only) |
+| MASK_REVEAL_LIST | server -> client | u32 n, n x (u32 id, r[32]): every listed client's reveal, in id order |
 | MASK_SHARES | client -> server | u32 n, n x (u32 recipient, blob AES-GCM ciphertext) |
 | MASK_SHARE_RELAY | server -> client | u32 n, n x (u32 sender, blob AES-GCM ciphertext) |
 | MASK_INPUT | client -> server | array u32 or u64 [dimension + 1] masked encoding |
@@ -13,16 +15,23 @@
 | MASK_UNMASK_SHARES | client -> server | u32 n, n x (u32 owner, u8 kind, share[36]) |
 
 A share ciphertext decrypts to ``u32 owner, u32 holder, share of s_sk [36], share of b [36]``.
+
+Everything a client computes from the set-up is bound to one *transcript digest* T (:func:`transcript_digest`):
+the round context, the key list exactly as broadcast and, with the consistency check, every reveal. T seeds
+the SecAgg+ graph, is the associated data of every share ciphertext and is part of every survivor-list
+signature, so two clients shown different lists cannot exchange a share that decrypts.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
+from secagg.aggregation import RoundContext
 from secagg.errors import MessageError
 from secagg.primitives.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 from secagg.primitives.shamir import SHARE_BYTES
@@ -30,6 +39,8 @@ from secagg.wire import BodyReader, BodyWriter
 
 MAX_PARTIES = 1 << 20
 MAX_CIPHERTEXT = 512
+REVEAL_BYTES = 32
+DIGEST_BYTES = 32
 _SHARE_PLAINTEXT = struct.Struct(">II")
 
 
@@ -40,36 +51,58 @@ class ShareKind(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Advertisement:
+    """A client's two public keys; with the consistency check also its commitment and signature."""
+
     client: int
     c_pk: bytes
     s_pk: bytes
     signature: bytes = b""
+    commitment: bytes = b""
 
 
-def advertisement_payload(session: bytes, round: int, client: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    """What a client signs when it advertises its keys."""
-    return b"secagg/advertise/v1" + session + struct.pack(">II", round, client) + c_pk + s_pk
+def commitment_of(session: bytes, round: int, client: int, reveal: bytes) -> bytes:
+    """The hash a client advertises before the key list is fixed, and opens with ``reveal`` after."""
+    return hashlib.sha256(b"secagg/graph-commit/v1" + session + struct.pack(">II", round, client) + reveal).digest()
 
 
-def survivors_payload(session: bytes, round: int, survivors: tuple[int, ...]) -> bytes:
-    """What a client signs in the consistency check: the survivor list it was shown."""
-    return b"secagg/survivors/v1" + session + struct.pack(f">I{len(survivors)}I", round, *survivors)
+def advertisement_payload(session: bytes, round: int, client: int, c_pk: bytes, s_pk: bytes,
+                          commitment: bytes = b"") -> bytes:
+    """What a client signs when it advertises its keys (and its commitment)."""
+    return b"secagg/advertise/v2" + session + struct.pack(">II", round, client) + c_pk + s_pk + commitment
 
 
-def share_associated_data(session: bytes, round: int, owner: int, holder: int) -> bytes:
-    """AES-GCM associated data of the shares ``owner`` encrypts for ``holder``."""
-    return b"secagg/shares/v1" + session + struct.pack(">III", round, owner, holder)
+def transcript_digest(ctx: RoundContext, key_list: bytes, reveals: bytes = b"") -> bytes:
+    """T: SHA-256 over the round context, the key list as broadcast and the reveal list (if any)."""
+    h = hashlib.sha256(b"secagg/transcript/v1" + ctx.session)
+    h.update(struct.pack(f">IQII{len(ctx.clients)}I", ctx.round, ctx.dimension, ctx.min_clients,
+                         len(ctx.clients), *ctx.clients))
+    for part in (key_list, reveals):
+        h.update(struct.pack(">Q", len(part)) + part)
+    return h.digest()
+
+
+def survivors_payload(transcript: bytes, survivors: tuple[int, ...]) -> bytes:
+    """What a client signs in the consistency check: the transcript and the survivor list it was shown."""
+    return b"secagg/survivors/v2" + transcript + struct.pack(f">I{len(survivors)}I", len(survivors), *survivors)
+
+
+def share_associated_data(transcript: bytes, owner: int, holder: int) -> bytes:
+    """AES-GCM associated data of the shares ``owner`` encrypts for ``holder`` under transcript ``transcript``."""
+    return b"secagg/shares/v2" + transcript + struct.pack(">II", owner, holder)
 
 
 def write_advertise(ad: Advertisement) -> bytes:
-    return BodyWriter().raw(ad.c_pk).raw(ad.s_pk).blob(ad.signature).to_bytes()
+    return BodyWriter().raw(ad.c_pk).raw(ad.s_pk).blob(ad.commitment).blob(ad.signature).to_bytes()
 
 
 def read_advertise(client: int, body: bytes) -> Advertisement:
     r = BodyReader(body)
-    ad = Advertisement(client, r.raw(PUBLIC_KEY_BYTES), r.raw(PUBLIC_KEY_BYTES), r.blob(max_len=SIGNATURE_BYTES))
+    c_pk, s_pk = r.raw(PUBLIC_KEY_BYTES), r.raw(PUBLIC_KEY_BYTES)
+    commitment, signature = r.blob(max_len=DIGEST_BYTES), r.blob(max_len=SIGNATURE_BYTES)
     r.finish()
-    return ad
+    if len(commitment) not in (0, DIGEST_BYTES) or len(signature) not in (0, SIGNATURE_BYTES):
+        raise MessageError("advertisement commitment or signature of the wrong length")
+    return Advertisement(client, c_pk, s_pk, signature, commitment)
 
 
 def write_key_list(ads: list[Advertisement]) -> bytes:
@@ -79,9 +112,9 @@ def write_key_list(ads: list[Advertisement]) -> bytes:
     for ad in sorted(ads, key=lambda a: a.client):
         w.u32(ad.client).raw(ad.c_pk).raw(ad.s_pk)
         if signed:
-            if len(ad.signature) != SIGNATURE_BYTES:
-                raise MessageError(f"client {ad.client} has no signature in a signed key list")
-            w.raw(ad.signature)
+            if len(ad.signature) != SIGNATURE_BYTES or len(ad.commitment) != DIGEST_BYTES:
+                raise MessageError(f"client {ad.client} has no signature or commitment in a signed key list")
+            w.raw(ad.commitment).raw(ad.signature)
     return w.to_bytes()
 
 
@@ -94,7 +127,8 @@ class KeyList:
         if signed not in (0, 1):
             raise MessageError(f"bad signature flag {signed}")
         fields = [("id", ">u4"), ("c", f"V{PUBLIC_KEY_BYTES}"), ("s", f"V{PUBLIC_KEY_BYTES}")]
-        dtype = np.dtype(fields + [("sig", f"V{SIGNATURE_BYTES}")] if signed else fields)
+        signed_fields = [("commit", f"V{DIGEST_BYTES}"), ("sig", f"V{SIGNATURE_BYTES}")]
+        dtype = np.dtype(fields + signed_fields if signed else fields)
         self._entries = np.frombuffer(r.raw(n * dtype.itemsize), dtype=dtype)
         r.finish()
         self.body = bytes(body)
@@ -113,10 +147,30 @@ class KeyList:
 
     def __getitem__(self, client: int) -> Advertisement:
         e = self._entries[self._index[client]]
-        return Advertisement(client, e["c"].tobytes(), e["s"].tobytes(), e["sig"].tobytes() if self.signed else b"")
+        if not self.signed:
+            return Advertisement(client, e["c"].tobytes(), e["s"].tobytes())
+        return Advertisement(client, e["c"].tobytes(), e["s"].tobytes(), e["sig"].tobytes(), e["commit"].tobytes())
 
     def public_keys(self) -> list[bytes]:
         return self._entries["c"].tolist() + self._entries["s"].tolist()
+
+
+def write_reveals(reveals: dict[int, bytes]) -> bytes:
+    """MASK_REVEAL_LIST: every reveal, in id order."""
+    w = BodyWriter().u32(len(reveals))
+    for client, reveal in sorted(reveals.items()):
+        w.u32(client).raw(reveal)
+    return w.to_bytes()
+
+
+def read_reveals(body: bytes) -> dict[int, bytes]:
+    r = BodyReader(body)
+    items = [(r.u32(), r.raw(REVEAL_BYTES)) for _ in range(r.count(max_count=MAX_PARTIES))]
+    r.finish()
+    ids = [client for client, _ in items]
+    if ids != sorted(set(ids)):
+        raise MessageError("reveal list ids are not strictly increasing")
+    return dict(items)
 
 
 def write_addressed(items: list[tuple[int, bytes]]) -> bytes:

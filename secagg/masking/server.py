@@ -6,7 +6,10 @@ which it recomputes the pairwise masks that client's surviving neighbours added.
 survivors' inputs and nothing else, as long as fewer than t of any client's neighbours collude with it.
 
 Client sets, as in the paper: U1 advertised keys, U2 sent shares, U3 sent masked inputs (the survivors),
-U4 signed the survivor list (consistency check only), U5 revealed shares.
+U4 signed the survivor list (consistency check only), U5 revealed shares. With the consistency check a
+reveal stage sits between U1 and U2: every listed client must open its commitment or the round aborts.
+The released sum is checked against what the survivors' clipped encodings can produce (a client sending
+out-of-range ring words aborts the round instead of shifting the mean).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from secagg.aggregation import AggregateResult, RoundContext
 from secagg.encoding import FixedPointEncoder
 from secagg.envelopes import open_envelope, seal_envelope
-from secagg.errors import AggregationAborted, MessageError, ProtocolError
+from secagg.errors import AggregationAborted, MessageError, ProtocolError, UpdateRejected
 from secagg.masking import messages as msg
 from secagg.masking.config import MaskingConfig
 from secagg.masking.graph import graph_seed, neighbours
@@ -31,6 +34,7 @@ from secagg.wire import SERVER_ID, BodyReader, MessageKind
 
 class _Stage(enum.Enum):
     ADVERTISE = MessageKind.MASK_ADVERTISE
+    REVEAL = MessageKind.MASK_REVEAL
     SHARES = MessageKind.MASK_SHARES
     INPUT = MessageKind.MASK_INPUT
     CONSISTENCY = MessageKind.MASK_CONSISTENCY_SIGNATURE
@@ -45,8 +49,10 @@ class MaskingServer:
         self._stage = _Stage.ADVERTISE
         self._received: dict[int, object] = {}
         self._keys: dict[int, Advertisement] = {}
+        self._key_list = b""
+        self._transcript = b""
         self._graph: dict[int, frozenset[int]] = {}
-        self._threshold = 0
+        self._degree, self._threshold = config.plan(len(ctx.clients))
         self._shares: dict[int, dict[int, bytes]] = {}
         self._sum = np.zeros(encoder.length, dtype=encoder.dtype)
         self._survivors: tuple[int, ...] = ()
@@ -73,7 +79,8 @@ class MaskingServer:
         if self.finished:
             return {}
         received, self._received = self._received, {}
-        step = {_Stage.ADVERTISE: self._close_advertise, _Stage.SHARES: self._close_shares,
+        step = {_Stage.ADVERTISE: self._close_advertise, _Stage.REVEAL: self._close_reveal,
+                _Stage.SHARES: self._close_shares,
                 _Stage.INPUT: self._close_input, _Stage.CONSISTENCY: self._close_consistency,
                 _Stage.UNMASK: self._close_unmask}[self._stage]
         try:
@@ -87,7 +94,10 @@ class MaskingServer:
             raise ProtocolError("result requested before the round closed")
         if self._abort is not None:
             raise AggregationAborted(self._abort)
-        mean, weight = self.encoder.decode(self._sum, len(self._survivors))
+        try:
+            mean, weight = self.encoder.decode(self._sum, len(self._survivors))
+        except UpdateRejected as err:
+            raise AggregationAborted(f"unmasked sum refused: {err}") from None
         return AggregateResult(mean, weight, self._survivors, details=dict(self._details))
 
     # parsing of one upload per stage
@@ -95,9 +105,15 @@ class MaskingServer:
         if self._stage is _Stage.ADVERTISE:
             ad = msg.read_advertise(sender, body)
             if self.config.consistency_check:
-                verify_signature(self._identity(sender), ad.signature,
-                                 msg.advertisement_payload(self.ctx.session, self.ctx.round, sender, ad.c_pk, ad.s_pk))
+                verify_signature(self._identity(sender), ad.signature, msg.advertisement_payload(
+                    self.ctx.session, self.ctx.round, sender, ad.c_pk, ad.s_pk, ad.commitment))
+            elif ad.signature or ad.commitment:
+                raise ProtocolError(f"client {sender} signed an advertisement without the consistency check")
             return ad
+        if self._stage is _Stage.REVEAL:
+            if msg.commitment_of(self.ctx.session, self.ctx.round, sender, body) != self._keys[sender].commitment:
+                raise ProtocolError(f"client {sender}'s reveal does not open its commitment")
+            return bytes(body)
         if self._stage is _Stage.SHARES:
             shares = msg.read_addressed(body)
             if set(shares) != set(self._graph[sender]):
@@ -109,7 +125,7 @@ class MaskingServer:
             reader.finish()
             return words
         if self._stage is _Stage.CONSISTENCY:
-            payload = msg.survivors_payload(self.ctx.session, self.ctx.round, self._survivors)
+            payload = msg.survivors_payload(self._transcript, self._survivors)
             verify_signature(self._identity(sender), body, payload)
             return body
         shares = msg.read_unmask_shares(body)
@@ -124,7 +140,7 @@ class MaskingServer:
     def _eligible(self) -> set[int] | tuple[int, ...]:
         if self._stage is _Stage.ADVERTISE:
             return set(self.ctx.clients)
-        if self._stage is _Stage.SHARES:
+        if self._stage in (_Stage.REVEAL, _Stage.SHARES):
             return set(self._keys)
         if self._stage is _Stage.INPUT:
             return set(self._shares)
@@ -135,15 +151,32 @@ class MaskingServer:
     # stage transitions
     def _close_advertise(self, received: dict) -> dict[int, bytes]:
         self._keys = dict(sorted(received.items()))
-        ids = list(self._keys)
-        degree = self.config.degree(max(len(ids), 2))
-        self._threshold = self.config.shamir_threshold(degree)
-        self._require(len(ids), max(self._threshold + 1, 2), "advertised keys")
-        body = msg.write_key_list(list(self._keys.values()))
-        self._graph = neighbours(ids, degree, graph_seed(self.ctx.session, self.ctx.round, body))
-        self._details.update(advertised=len(ids), degree=degree, threshold=self._threshold)
+        self._require(len(self._keys), max(self._threshold + 1, 2), "advertised keys")
+        self._key_list = msg.write_key_list(list(self._keys.values()))
+        self._details.update(advertised=len(self._keys), degree=self._degree, threshold=self._threshold)
+        if self.config.consistency_check:
+            self._stage = _Stage.REVEAL
+            return self._broadcast(self._keys, MessageKind.MASK_KEY_LIST, self._key_list)
+        return self._fix_graph(self._key_list, msg.transcript_digest(self.ctx, self._key_list))
+
+    def _close_reveal(self, received: dict) -> dict[int, bytes]:
+        missing = sorted(set(self._keys) - set(received))
+        if missing:  # the seed must not depend on whose reveal the server chose to keep
+            raise AggregationAborted(f"clients {missing} did not reveal their graph-seed share: the SecAgg+ "
+                                     f"graph cannot be fixed without every listed client's")
+        body = msg.write_reveals(received)
+        return self._fix_graph(body, msg.transcript_digest(self.ctx, self._key_list, body))
+
+    def _fix_graph(self, body: bytes, transcript: bytes) -> dict[int, bytes]:
+        """Fix T and the graph, and send the clients the message they derive them from."""
+        self._transcript = transcript
+        self._graph = neighbours(list(self._keys), self._degree, graph_seed(transcript))
+        kind = MessageKind.MASK_REVEAL_LIST if self.config.consistency_check else MessageKind.MASK_KEY_LIST
         self._stage = _Stage.SHARES
-        return {u: seal_envelope(self.ctx, SERVER_ID, MessageKind.MASK_KEY_LIST, body) for u in ids}
+        return self._broadcast(self._keys, kind, body)
+
+    def _broadcast(self, clients, kind: MessageKind, body: bytes) -> dict[int, bytes]:
+        return {u: seal_envelope(self.ctx, SERVER_ID, kind, body) for u in clients}
 
     def _close_shares(self, received: dict) -> dict[int, bytes]:
         self._shares = dict(sorted(received.items()))
@@ -154,8 +187,9 @@ class MaskingServer:
                 if v in relay:
                     relay[v].append((u, ciphertext))
         self._stage = _Stage.INPUT
+        # a client with fewer than t partners would refuse to mask: leave it out now
         return {v: seal_envelope(self.ctx, SERVER_ID, MessageKind.MASK_SHARE_RELAY, msg.write_addressed(items))
-                for v, items in relay.items()}
+                for v, items in relay.items() if len(items) >= self._threshold}
 
     def _close_input(self, received: dict) -> dict[int, bytes]:
         self._require(len(received), max(self._threshold, 2), "sent masked inputs")
@@ -170,7 +204,7 @@ class MaskingServer:
             self._stage = _Stage.UNMASK
             body = msg.write_unmask_request(self._survivors, {})
             kind = MessageKind.MASK_UNMASK_REQUEST
-        return {u: seal_envelope(self.ctx, SERVER_ID, kind, body) for u in self._survivors}
+        return self._broadcast(self._survivors, kind, body)
 
     def _close_consistency(self, received: dict) -> dict[int, bytes]:
         self._require(len(received), max(self._threshold, 2), "signed the survivor list")

@@ -112,3 +112,32 @@ def test_l2_sensitivity_bounds_every_centred_encoding(dim, bits, norm, data):
     x = (direction / np.linalg.norm(direction) * norm).astype(np.float32)
     centred = enc.encode(x, 1.0)[:-1].astype(np.int64) - enc.offset
     assert np.linalg.norm(centred) <= enc.l2_sensitivity(float(np.linalg.norm(x.astype(np.float64))))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 24), st.floats(0.1, 10), st.sampled_from([0.0, 0.5, 3.0]))
+def test_decode_accepts_every_sum_honest_clients_can_produce(n, bits, clip, sigma):
+    """Extreme honest encodings (every coordinate at +-clip, full weight, noise) are always decoded."""
+    enc = FixedPointEncoder(3, n, clip, bits, noise_sigma=sigma)
+    for sign in (1.0, -1.0):
+        total = wrap_sum([enc.encode(np.full(3, sign * 2 * clip, np.float32), 1.0) for _ in range(n)], enc.dtype)
+        mean, weight = enc.decode(total, n)
+        assert weight == pytest.approx(n)
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+def test_decode_refuses_a_sum_no_clipped_encodings_can_produce(dtype):
+    enc = FixedPointEncoder(4, 8, precision_bits=20 if dtype is np.uint32 else 40)
+    assert enc.dtype == dtype
+    honest = [enc.encode(np.zeros(4, np.float32), 1.0) for _ in range(3)]
+    shifted = honest[0].copy()
+    shifted[1] += dtype(1 << 27 if dtype is np.uint32 else 1 << 50)  # an out-of-range ring word
+    with pytest.raises(UpdateRejected, match="beyond"):
+        enc.decode(wrap_sum([shifted, *honest[1:]], enc.dtype), 3)
+    for weight_word in (0, 3 * enc.levels + 1, int(np.iinfo(dtype).max)):
+        forged = honest[0].copy()
+        forged[-1] = dtype(weight_word)
+        total = wrap_sum([forged, *honest[1:]], enc.dtype)
+        total[-1] = dtype(weight_word)
+        with pytest.raises(UpdateRejected, match="weight"):
+            enc.decode(total, 3)

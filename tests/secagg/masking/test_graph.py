@@ -30,16 +30,23 @@ def test_permutation_positions_are_uniform():
     assert all(800 < counts[i] < 1200 for i in range(4))
 
 
-def test_seed_binds_every_advertised_key():
-    from secagg.masking.messages import Advertisement, write_key_list
+def test_seed_binds_the_context_every_advertised_key_and_every_reveal():
+    from secagg.aggregation import RoundContext
+    from secagg.masking.messages import Advertisement, transcript_digest, write_key_list
 
     ads = [Advertisement(1, b"a" * 32, b"b" * 32), Advertisement(2, b"c" * 32, b"d" * 32)]
     body = write_key_list(ads)
     assert body == write_key_list(list(reversed(ads)))  # canonical order
-    seed = graph_seed(bytes(16), 1, body)
-    assert seed != graph_seed(bytes(16), 1, write_key_list([ads[0], Advertisement(2, b"c" * 32, b"e" * 32)]))
-    assert seed != graph_seed(bytes(16), 2, body)
-    assert seed != graph_seed(bytes([1]) * 16, 1, body)
+    ctx = RoundContext(bytes(16), 1, (1, 2, 3), 10)
+    seed = graph_seed(transcript_digest(ctx, body))
+    other_list = write_key_list([ads[0], Advertisement(2, b"c" * 32, b"e" * 32)])
+    others = [transcript_digest(ctx, other_list), transcript_digest(ctx, body, b"reveals"),
+              transcript_digest(RoundContext(bytes(16), 2, (1, 2, 3), 10), body),
+              transcript_digest(RoundContext(bytes([1]) * 16, 1, (1, 2, 3), 10), body),
+              transcript_digest(RoundContext(bytes(16), 1, (1, 2), 10), body),
+              transcript_digest(RoundContext(bytes(16), 1, (1, 2, 3), 11), body),
+              transcript_digest(RoundContext(bytes(16), 1, (1, 2, 3), 10, 2), body)]
+    assert all(seed != graph_seed(t) for t in others)
 
 
 def test_default_degree_and_thresholds():
@@ -48,11 +55,15 @@ def test_default_degree_and_thresholds():
     assert MaskingConfig(neighbors=0).degree(100) == 99
     assert MaskingConfig(neighbors=5).degree(100) == 6
     assert cfg.shamir_threshold(20) == 11
-    assert MaskingConfig(threshold=3).shamir_threshold(20) == 3
+    assert MaskingConfig(threshold=11).shamir_threshold(20) == 11
+    assert cfg.plan(1000) == (20, 11) and MaskingConfig(neighbors=0).plan(10) == (9, 5)
+    for too_low in (3, 10):  # at or below half the degree: a split survivor view could rebuild both secrets
+        with pytest.raises(ConfigurationError, match="half"):
+            MaskingConfig(threshold=too_low).shamir_threshold(20)
     with pytest.raises(ConfigurationError):
         MaskingConfig(threshold=30).shamir_threshold(20)
     with pytest.raises(ConfigurationError):
         cfg.degree(1)
-    for bad in (dict(threshold=0), dict(threshold=1.5), dict(neighbors=-1), dict(threshold=True)):
+    for bad in (dict(threshold=0), dict(threshold=1.5), dict(threshold=0.3), dict(threshold=0.49), dict(neighbors=-1), dict(threshold=True)):
         with pytest.raises(ConfigurationError):
             MaskingConfig(**bad)

@@ -37,18 +37,27 @@ def updates(n, dim, seed=0):
     return {c: rng.uniform(-1, 1, dim).astype(np.float32) for c in range(n)}
 
 
-def predicted_abort(config, n, schedule, stages):
-    """For the complete graph: whether dropouts leave fewer parties than the protocol needs. None if sparse."""
-    alive = [{c for c in range(n) if schedule.get(c, 99) > s} for s in range(stages)]
+def input_stage(config):
+    """The index of the masked-input upload: after the reveal stage with the consistency check."""
+    return 3 if config.consistency_check else 2
+
+
+def predicted_abort(config, n, schedule):
+    """For the complete graph: whether dropouts leave fewer parties than the protocol needs. None if sparse.
+
+    Degree and threshold come from the n sampled participants, whoever advertised keys."""
+    alive = [{c for c in range(n) if schedule.get(c, 99) > s} for s in range(config.stages)]
     u1 = alive[0]
-    if len(u1) < 2:
-        return True
-    degree = config.degree(len(u1))
-    if degree != len(u1) - 1:
+    degree, t = config.plan(n)
+    if degree < len(u1) - 1:
         return None
-    t = config.shamir_threshold(degree)
-    u2, u3, last = alive[1], alive[2], alive[-1]
-    if len(u1) < t + 1 or len(u2) < t + 1 or len(u3) < max(t, 2) or any(len(a) < max(t, 2) for a in alive[3:]):
+    if len(u1) < max(t + 1, 2):
+        return True
+    if config.consistency_check and alive[1] != u1:
+        return True  # every listed client must reveal its share of the graph seed
+    i = input_stage(config)
+    u2, u3, last = alive[i - 1], alive[i], alive[-1]
+    if len(u2) < t + 1 or len(u3) < max(t, 2) or any(len(a) < max(t, 2) for a in alive[i + 1:]):
         return True
     return any(len(last - {v}) < t for v in u2)
 
@@ -56,20 +65,20 @@ def predicted_abort(config, n, schedule, stages):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(3, 14), st.sampled_from([None, 0, 2, 4]), st.booleans(), st.data())
 def test_unmasked_sum_equals_plaintext_sum_exactly(n, k, consistency, data):
-    stages = 5 if consistency else 4
-    schedule = data.draw(st.dictionaries(st.integers(0, n - 1), st.integers(0, stages - 1), max_size=n))
-    agg = RecordingAggregator(MaskingConfig(neighbors=k, consistency_check=consistency))
+    config = MaskingConfig(neighbors=k, consistency_check=consistency)
+    schedule = data.draw(st.dictionaries(st.integers(0, n - 1), st.integers(0, config.stages - 1), max_size=n))
+    agg = RecordingAggregator(config)
     try:
         ctx, result = run_round(agg, updates(n, 16), drop_stage=schedule)
     except AggregationAborted:
         assert schedule, "a round without dropouts must not abort"
-        predicted = predicted_abort(agg.config, n, schedule, stages)
+        predicted = predicted_abort(config, n, schedule)
         assert predicted in (None, True)  # sparse graphs: not predicted here, but never without dropouts
         return
-    assert predicted_abort(agg.config, n, schedule, stages) in (None, False)
+    assert predicted_abort(config, n, schedule) in (None, False)
     contributors = result.contributors
     # survivors: everyone who sent a masked input, i.e. did not drop before the input stage
-    assert set(contributors) == {c for c in range(n) if schedule.get(c, 99) > 2}
+    assert set(contributors) == {c for c in range(n) if schedule.get(c, 99) > input_stage(config)}
     expected = np.zeros_like(agg.encodings[0])
     for c in contributors:
         np.add(expected, agg.encodings[c], out=expected)
@@ -79,7 +88,9 @@ def test_unmasked_sum_equals_plaintext_sum_exactly(n, k, consistency, data):
 @pytest.mark.parametrize("consistency", [False, True])
 def test_dropouts_at_every_stage_are_recovered(consistency):
     n = 12
-    drops = {0: 0, 1: 1, 2: 2, 3: 3} | ({4: 4} if consistency else {})
+    # advertise, shares, input, unmask; the consistency check adds reveal (1) and signature (4) stages, and a
+    # client missing at the reveal stage aborts the round, so none drops there
+    drops = {0: 0, 1: 2, 2: 3, 3: 4, 4: 5} if consistency else {0: 0, 1: 1, 2: 2, 3: 3}
     ups = updates(n, 100)
     agg = MaskingAggregator(MaskingConfig(neighbors=0, consistency_check=consistency))
     ctx, result = run_round(agg, ups, drop_stage=drops)

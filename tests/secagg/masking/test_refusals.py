@@ -186,15 +186,15 @@ class TestConsistencyCheck:
             return s, {c: bytes(64) for c in g}
 
         with pytest.raises(AuthenticationError):
-            run(tamper_once(4, 0, edit_unmask_request(forge)), consistency=True)
+            run(tamper_once(5, 0, edit_unmask_request(forge)), consistency=True)
 
     def test_unmask_survivors_must_equal_the_signed_ones(self):
         with pytest.raises(ProtocolError, match="other survivors"):
-            run(tamper_once(4, 0, edit_unmask_request(lambda s, g: (s[:-1], g))), consistency=True)
+            run(tamper_once(5, 0, edit_unmask_request(lambda s, g: (s[:-1], g))), consistency=True)
 
     def test_too_few_signatures_are_refused(self):
         with pytest.raises(ProtocolError, match="too few"):
-            run(tamper_once(4, 0, edit_unmask_request(lambda s, g: (s, dict(list(g.items())[:1])))),
+            run(tamper_once(5, 0, edit_unmask_request(lambda s, g: (s, dict(list(g.items())[:1])))),
                 consistency=True)
 
     def test_server_substituting_advertised_keys_is_caught(self):
@@ -202,7 +202,8 @@ class TestConsistencyCheck:
             from secagg.primitives.keys import AgreementKey
 
             fake = AgreementKey.generate().public_bytes()
-            return [msg.Advertisement(a.client, a.c_pk, fake if a.client == 1 else a.s_pk, a.signature) for a in ads]
+            return [msg.Advertisement(a.client, a.c_pk, fake if a.client == 1 else a.s_pk, a.signature, a.commitment)
+                    for a in ads]
 
         with pytest.raises(AuthenticationError):
             run(tamper_once(1, 0, edit_key_list(swap)), consistency=True)
