@@ -254,8 +254,8 @@ class MaskingClient:
             if len(signatures) < self._threshold or not set(signatures) <= set(survivors):
                 raise ProtocolError("too few consistency signatures from survivors")
             payload = msg.survivors_payload(self._transcript, survivors)
-            for v, signature in signatures.items():
-                verify_signature(self._identity_of(v), signature, payload)
+            for v in sorted(signatures)[:self._threshold]:  # t valid signers of this exact list suffice
+                verify_signature(self._identity_of(v), signatures[v], payload)
         alive = set(survivors)
         out = []
         for v, plaintext in sorted(self._partners.items()):
