@@ -292,7 +292,7 @@ def bench_command(args: argparse.Namespace) -> int:
         from federation.bench.end_to_end import run_end_to_end
         from federation.experiment import SecureMode
 
-        modes = [SecureMode(m.value) for m in args.modes]
+        modes = [SecureMode(m.value) for m in args.modes if m.value in {s.value for s in SecureMode}]
         report.write(args.out, rows, command, end_to_end=run_end_to_end(modes, rounds=args.rounds, seed=args.seed))
     if not args.quiet:
         print((args.out / "bench.md").read_text())

@@ -38,7 +38,7 @@ def plot_all(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
         paths.append(out / name)
     fig, ax = plt.subplots(figsize=(5, 4))
     per_param = [max(r["input_bytes_per_client"] / r["params"] for r in rows if r["mode"] == m) for m in modes]
-    ax.bar(modes, per_param, color=["tab:gray", "tab:blue", "tab:orange"][: len(modes)])
+    ax.bar(modes, per_param, color=["tab:gray", "tab:blue", "tab:orange", "tab:green"][: len(modes)])
     ax.axhline(4, color="black", lw=0.8, ls="--", label="float32")
     ax.set(ylabel="upload bytes per parameter", title="Upload size by mode")
     ax.legend()

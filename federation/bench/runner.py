@@ -29,10 +29,13 @@ from secagg.plaintext import PlaintextAggregator
 class BenchMode(enum.Enum):
     NONE = "none"
     MASK = "mask"
+    MASK_ACTIVE = "mask-active"  # masking with the consistency check: secure against a deviating server
     CKKS = "ckks"
 
 
-_DROP_STAGE = {BenchMode.NONE: 0, BenchMode.MASK: 2, BenchMode.CKKS: 0}
+# the index of the upload that carries the update (masked input); dropouts happen just before it
+_INPUT_STAGE = {BenchMode.NONE: 0, BenchMode.MASK: 2, BenchMode.MASK_ACTIVE: 3, BenchMode.CKKS: 0}
+_MASKING = (BenchMode.MASK, BenchMode.MASK_ACTIVE)
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,8 @@ class BenchCase:
 
 
 def make_aggregator(mode: BenchMode) -> Aggregator:
-    if mode is BenchMode.MASK:
-        return MaskingAggregator(MaskingConfig())
+    if mode in _MASKING:
+        return MaskingAggregator(MaskingConfig(consistency_check=mode is BenchMode.MASK_ACTIVE))
     if mode is BenchMode.CKKS:
         return CKKSAggregator(CKKSParams())
     return PlaintextAggregator()
@@ -69,7 +72,7 @@ def run_case(case: BenchCase, *, repeat: int = 3, seed: int = 0) -> dict[str, An
     rng = np.random.default_rng(seed)  # synthetic updates and the dropout draw: simulation, not secrets
     updates = {c: rng.uniform(-0.5, 0.5, case.params).astype(np.float32) for c in range(case.clients)}
     dropping = rng.choice(case.clients, int(round(case.dropout * case.clients)), replace=False)
-    drop_stage = {int(c): _DROP_STAGE[case.mode] for c in dropping}
+    drop_stage = {int(c): _INPUT_STAGE[case.mode] for c in dropping}
     prg = floors.prg_seconds(case.params + 1)
     # a first, untimed round warms up and measures peak memory (tracing allocations would distort timings)
     tracemalloc.start()
@@ -85,7 +88,7 @@ def run_case(case: BenchCase, *, repeat: int = 3, seed: int = 0) -> dict[str, An
     survivors = list(result.contributors)
     expected = np.mean(np.stack([updates[c] for c in survivors]).astype(np.float64), axis=0)
     uploads = [sum(last.bytes_up[c]) for c in survivors]
-    input_bytes = [last.bytes_up[c][_input_stage(case.mode)] for c in survivors]
+    input_bytes = [last.bytes_up[c][_INPUT_STAGE[case.mode]] for c in survivors]
     row: dict[str, Any] = {
         **case.describe(),
         "repeat": repeat,
@@ -102,8 +105,8 @@ def run_case(case: BenchCase, *, repeat: int = 3, seed: int = 0) -> dict[str, An
         "floor_float32_sum_seconds": floors.float32_sum_seconds(case.params),
         "peak_memory_bytes": int(peak),
     }
-    if case.mode is BenchMode.MASK:
-        row.update(_masking_columns(rows, prg))
+    if case.mode in _MASKING:
+        row.update(_masking_columns(rows, prg, _INPUT_STAGE[case.mode]))
     if case.mode is BenchMode.CKKS:
         encrypt = [float(np.mean(list(t.encode_seconds.values()))) for _, t in rows]
         row.update(key_holder_seconds=spread([r.details["key_holder_seconds"] for r, _ in rows]),
@@ -113,22 +116,19 @@ def run_case(case: BenchCase, *, repeat: int = 3, seed: int = 0) -> dict[str, An
     return row
 
 
-def _input_stage(mode: BenchMode) -> int:
-    return 2 if mode is BenchMode.MASK else 0
-
-
-def _masking_columns(rows: list[tuple[Any, RoundTimings]], prg: float) -> dict[str, Any]:
+def _masking_columns(rows: list[tuple[Any, RoundTimings]], prg: float, input_stage: int) -> dict[str, Any]:
     result, last = rows[-1]
     d = result.details
     partners = d["degree"]  # everyone shared keys, so each survivor masks with all its neighbours
     mask_floor = (partners + 1) * prg
     unmask_expansions = d["self_masks_removed"] + d["pairwise_masks_removed"]
-    masking = [t.stage_mean(2) for _, t in rows]
+    masking = [t.stage_mean(input_stage) for _, t in rows]
     unmask = [t.server_stage_seconds[-1] for _, t in rows]
     return {
         "degree": d["degree"],
         "threshold": d["threshold"],
-        "key_and_share_bytes_per_client": float(np.mean([sum(last.bytes_up[c][:2]) for c in result.contributors])),
+        "key_and_share_bytes_per_client": float(np.mean([sum(last.bytes_up[c][:input_stage])
+                                                         for c in result.contributors])),
         "encode_seconds": spread([float(np.mean(list(t.encode_seconds.values()))) for _, t in rows]),
         "masking_seconds": spread(masking),
         "masking_floor_seconds": mask_floor,
