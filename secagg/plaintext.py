@@ -116,6 +116,8 @@ class PlaintextAggregator:
     """
 
     stages = 1
+    clip: float | None = 1.0  # class defaults too, for subclasses that do not call __init__
+    max_weight: float | None = None
 
     def __init__(self, clip: float | None = 1.0, max_weight: float | None = None) -> None:
         if clip is not None and not (math.isfinite(clip) and clip > 0):
