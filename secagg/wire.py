@@ -56,6 +56,8 @@ class MessageKind(enum.IntEnum):
     CKKS_RELEASE = 22
     MASK_REVEAL = 30
     MASK_REVEAL_LIST = 31
+    CKKS_CHALLENGE = 40
+    CKKS_SKETCH = 41
 
 
 _DTYPE_CODES: dict[int, np.dtype] = {

@@ -30,12 +30,20 @@ class PublicContext:
         self.encoder = seal.CKKSEncoder(self.context)
         self.encryptor = seal.Encryptor(self.context, self.public_key)
         self.evaluator = seal.Evaluator(self.context)
+        data = self.context.first_context_data().parms().coeff_modulus()
+        if len(data) != 1:
+            raise MessageError(f"{len(data)} data primes: ciphertexts must live mod q0 alone")
+        self.modulus = data[0].value()  # q0: coefficients of every accepted ciphertext are residues mod q0
 
     def ciphertexts_for(self, reals: int) -> int:
         return math.ceil(reals / self.params.reals_per_ciphertext)
 
     def encrypt(self, values: np.ndarray) -> list[bytes]:
         """Serialized ciphertexts of ``values`` (float64), two reals per slot."""
+        return [seal_io.dump(c) for c in self.encrypt_ciphertexts(values)]
+
+    def encrypt_ciphertexts(self, values: np.ndarray) -> list[seal.Ciphertext]:
+        """The ciphertexts of ``values`` (float64), two reals per slot, as SEAL objects."""
         n = self.params.reals_per_ciphertext
         rows = np.zeros((self.ciphertexts_for(len(values)), n))
         rows.reshape(-1)[: len(values)] = values
@@ -45,7 +53,7 @@ class PublicContext:
             self.encoder.encode((row[: n // 2] + 1j * row[n // 2 :]).tolist(), self.params.scale, plain)
             cipher = seal.Ciphertext(self.context)
             self.encryptor.encrypt(plain, cipher)
-            out.append(seal_io.dump(cipher))
+            out.append(cipher)
         return out
 
     def load(self, data: bytes) -> seal.Ciphertext:
@@ -68,6 +76,13 @@ class PublicContext:
             self.evaluator.add_inplace(acc, other)
         except seal_io.SEAL_ERRORS as err:
             raise MessageError(f"SEAL refused to add ciphertexts: {err}") from None
+
+    def sub_inplace(self, acc: seal.Ciphertext, other: seal.Ciphertext) -> None:
+        """``acc -= other``; SEAL's refusal becomes a :class:`MessageError`."""
+        try:
+            self.evaluator.sub_inplace(acc, other)
+        except seal_io.SEAL_ERRORS as err:
+            raise MessageError(f"SEAL refused to subtract ciphertexts: {err}") from None
 
     def sum(self, rows: list[list[bytes]] | tuple[tuple[bytes, ...], ...]) -> list[seal.Ciphertext]:
         """Ciphertext-wise sum of several contributions (each a list of serialized ciphertexts), every one

@@ -1,7 +1,8 @@
 """What CKKS parties sign: a client its contribution, the key holder its public key.
 
 A contribution signature binds the key it was encrypted under, the round, the client, the number of reals
-and a digest of the exact ciphertext bytes, so the key holder can count contributors and re-check each one.
+and a digest of the exact ciphertext bytes; a sketch signature binds the same and the challenge and sketch
+the client answered, so the key holder can count contributors and check their sum without their ciphertexts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ def contribution_digest(ciphertexts: list[bytes] | tuple[bytes, ...]) -> bytes:
 
 def contribution_payload(key: bytes, session: bytes, round: int, client: int, length: int, digest: bytes) -> bytes:
     return b"secagg/ckks-contribution/v2" + key + session + struct.pack(">III", round, client, length) + digest
+
+
+def sketch_payload(key: bytes, session: bytes, round: int, client: int, length: int, digest: bytes, rho: bytes,
+                   sketch: tuple[int, ...] | list[int]) -> bytes:
+    """A client's answer to challenge ``rho``: its sketch of the upload named by ``digest``
+    (see :mod:`secagg.ckks.sketch`)."""
+    head = b"secagg/ckks-sketch/v1" + key + session + struct.pack(">III", round, client, length) + digest + rho
+    return head + struct.pack(f">I{len(sketch)}Q", len(sketch), *sketch)
 
 
 def public_key_payload(public_key: bytes) -> bytes:

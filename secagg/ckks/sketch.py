@@ -1,0 +1,135 @@
+"""A Fiat-Shamir linear sketch: the key holder checks that a ciphertext is the sum of the signed uploads
+without ever seeing one of them.
+
+Every ciphertext lives mod one data prime q (see :mod:`secagg.ckks.params`) and is in NTT form, so adding
+ciphertexts adds their coefficient vectors mod q. Write ``x_i`` for the concatenated coefficients (both
+polynomials of every ciphertext) of client i's upload and ``x*`` for those of the aggregate ``ct*`` the
+aggregator wants decrypted. The protocol:
+
+1. client i uploads ``ct_i`` and signs its digest ``d_i`` (stage 0, as before);
+2. the aggregator adds the uploads into ``ct*`` and derives the challenge
+   ``rho = SHA-256(label, key id, session, round, length, digest(ct*), sorted (client, d_i))``;
+3. each client answers ``sigma_i = R(rho) x_i mod q`` and signs ``(key id, session, round, client, length,
+   d_i, rho, sigma_i)``; ``R(rho)`` is a ``k x len(x)`` matrix of uniform residues mod q expanded from
+   ``rho`` with AES-256-CTR (rejection sampling, so exactly uniform);
+4. the key holder gets ``ct*`` and, per contributor, ``(client, d_i, both signatures, sigma_i)``, never a
+   ``ct_i``; it verifies every signature, recomputes ``rho`` itself and decrypts only if
+   ``sum_i sigma_i == R(rho) x* mod q``.
+
+Soundness. ``rho`` is a hash of ``ct*`` and of the record, so the aggregator fixes both before ``R`` is
+known; honest clients answer for the uploads they actually sent, so the check holds iff ``R (x* - sum x_i)
+= 0``. For ``x* != sum x_i`` that happens with probability at most ``((1 + eps) / q)^k`` per hash query (one
+nonzero coordinate of the difference against a uniform row; q is prime); ``k = ceil(128 / log2 q)`` rows
+make that <= 2^-128 even for an aggregator that grinds hashes offline. A forged, replayed or other-rho
+sketch fails its signature. What this cannot exclude (nor could the key holder summing the uploads itself):
+a corrupt client that colludes with the aggregator contributes anything, ``x - ct_k`` included.
+
+Privacy towards the key holder. A public-key CKKS encryption is ``c0 = m + e' - c1 s`` with ``e'`` small,
+so in NTT form ``sigma_i = R0 (m_i + e'_i) + (R1 - R0 diag(s)) c1_i``. ``c1_i = a u_i + e1_i`` is
+pseudo-uniform under RLWE (the client's fresh ``u_i``; the key holder's ``s`` does not help), and the
+key holder's mask matrix ``W = R1 - R0 diag(s)`` has full rank k unless ``R1`` happens to lie in a set of
+probability <= k q^-(N-k+1): ``R`` is a hash output, not the key holder's choice (a key holder that chose
+``R1 = R0 diag(s)`` would read ``R0 m_i``). So the ``sigma_i`` are pseudo-uniform given ``ct*``, apart from
+their sum, which ``ct*`` determines. The aggregator learns nothing either: it holds ``ct_i`` and could
+compute every ``sigma_i`` itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from typing import Iterable, Sequence
+
+import numpy as np
+import tenseal.sealapi as seal
+
+from secagg.errors import ConfigurationError
+from secagg.primitives.prg import MaskExpander
+
+CHALLENGE_BYTES = 32
+SOUNDNESS_BITS = 128
+_LIMB_BITS = 20  # 3 limbs hold a 60-bit residue; a limb product has 40 bits
+_LIMBS = 3
+_CHUNK = 1 << 22  # 2^22 products of 40 bits add up below 2^64
+_CHALLENGE_LABEL = b"secagg/ckks-challenge/v1"
+_EXPAND_LABEL = b"secagg/ckks-sketch-rows/v1"
+
+
+def rows_for(modulus: int) -> int:
+    """How many independent sketch rows make a false sum pass with probability <= 2^-SOUNDNESS_BITS."""
+    return math.ceil(SOUNDNESS_BITS / math.floor(math.log2(modulus)))
+
+
+def challenge(key_id: bytes, session: bytes, round: int, length: int, aggregate_digest: bytes,
+              record: Iterable[tuple[int, bytes]]) -> bytes:
+    """``rho``: binds the aggregate's digest and every contributor's (client, upload digest), sorted by client."""
+    entries = sorted(record)
+    h = hashlib.sha256(_CHALLENGE_LABEL + key_id + session + struct.pack(">II", round, length) + aggregate_digest)
+    h.update(struct.pack(">I", len(entries)))
+    for client, digest in entries:
+        h.update(struct.pack(">I", client) + digest)
+    return h.digest()
+
+
+def coefficients(ciphertexts: Sequence[seal.Ciphertext]) -> np.ndarray:
+    """Every coefficient (NTT form, residues mod the data prime) of every polynomial of ``ciphertexts``."""
+    parts = []
+    for c in ciphertexts:
+        count = c.size() * c.poly_modulus_degree() * c.coeff_modulus_size()
+        parts.append(np.fromiter(map(c.__getitem__, range(count)), dtype=np.uint64, count=count))
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+
+def challenge_rows(rho: bytes, columns: int, modulus: int) -> np.ndarray:
+    """``R(rho)``: ``rows_for(modulus) x columns`` residues, exactly uniform mod ``modulus`` (AES-CTR words
+    masked to its bit length, those >= modulus rejected; the stream is cut into seeds derived from rho)."""
+    if len(rho) != CHALLENGE_BYTES or modulus < 3 or columns < 1:
+        raise ConfigurationError("a sketch needs a 32-byte challenge, an odd prime modulus and a column")
+    need = rows_for(modulus) * columns
+    mask = np.uint64((1 << modulus.bit_length()) - 1)
+    block = need + need // 2 + 1024  # acceptance is >= 1/2, about 1 for SEAL's primes near 2^bits
+    expander = MaskExpander(block, np.uint64)
+    parts, have, counter = [], 0, 0
+    while have < need:
+        seed = hashlib.sha256(_EXPAND_LABEL + rho + struct.pack(">I", counter)).digest()
+        words = expander.expand(seed) & mask
+        kept = words[words < np.uint64(modulus)]
+        parts.append(kept[: need - have])
+        have += len(parts[-1])
+        counter += 1
+    return np.concatenate(parts).reshape(rows_for(modulus), columns)
+
+
+def sketch(rho: bytes, coeffs: np.ndarray, modulus: int) -> tuple[int, ...]:
+    """``R(rho) coeffs mod modulus``, exactly (limbs of 20 bits, integer dot products, Python ints)."""
+    if coeffs.dtype != np.uint64 or coeffs.ndim != 1:
+        raise ConfigurationError("coefficients must be a flat uint64 vector")
+    if modulus.bit_length() > _LIMBS * _LIMB_BITS:
+        raise ConfigurationError(f"a {modulus.bit_length()}-bit modulus is beyond the sketch's limbs")
+    rows = challenge_rows(rho, len(coeffs), modulus)
+    x = _limbs(coeffs)
+    out = []
+    for row in rows:
+        r = _limbs(row)
+        total = 0
+        for a in range(_LIMBS):
+            for b in range(_LIMBS):
+                partial = sum(int(np.dot(r[a, s:s + _CHUNK], x[b, s:s + _CHUNK]))
+                              for s in range(0, len(coeffs), _CHUNK))
+                total += partial << (_LIMB_BITS * (a + b))
+        out.append(total % modulus)
+    return tuple(out)
+
+
+def add(sketches: Iterable[Sequence[int]], modulus: int, rows: int) -> tuple[int, ...]:
+    """The coordinate-wise sum mod ``modulus`` of several sketches of ``rows`` values."""
+    total = [0] * rows
+    for s in sketches:
+        total = [(t + v) % modulus for t, v in zip(total, s)]
+    return tuple(total)
+
+
+def _limbs(values: np.ndarray) -> np.ndarray:
+    mask = np.uint64((1 << _LIMB_BITS) - 1)
+    return np.stack([(values >> np.uint64(_LIMB_BITS * j)) & mask for j in range(_LIMBS)])

@@ -1,0 +1,63 @@
+"""The linear sketch: exact modular arithmetic, linearity over SEAL's ciphertext addition, uniform rows."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg.ckks import CKKSParams, KeyHolder, sketch
+from secagg.ckks.packing import PublicContext
+from secagg.errors import ConfigurationError
+
+Q55 = 36028797018652673  # SEAL's 55-bit prime for N = 4096 (the default q0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300), st.sampled_from([Q55, (1 << 60) - 93, 1048583]), st.binary(min_size=32, max_size=32),
+       st.integers(0, 2**32 - 1))
+def test_the_sketch_is_the_exact_dot_product(n, q, rho, seed):
+    """Cross-checked against Python's unbounded integers (an independent computation)."""
+    x = np.random.default_rng(seed).integers(0, q, n, dtype=np.uint64)  # test data, not secrets
+    rows = sketch.challenge_rows(rho, n, q)
+    assert rows.shape == (sketch.rows_for(q), n) and int(rows.max()) < q
+    expected = tuple(sum(int(r) * int(v) for r, v in zip(row, x)) % q for row in rows)
+    assert sketch.sketch(rho, x, q) == expected
+
+
+def test_rows_for_reaches_128_bits():
+    for q in (Q55, 1048583, (1 << 60) - 93):
+        assert sketch.rows_for(q) * np.floor(np.log2(q)) >= 128
+    assert sketch.rows_for(Q55) == 3
+
+
+def test_rows_are_uniform_and_depend_on_the_challenge():
+    rows = sketch.challenge_rows(b"a" * 32, 200_000, Q55)
+    assert not np.array_equal(rows, sketch.challenge_rows(b"b" * 32, 200_000, Q55))
+    np.testing.assert_array_equal(rows, sketch.challenge_rows(b"a" * 32, 200_000, Q55))
+    top = (rows.reshape(-1) >> np.uint64(51)).astype(np.int64)  # 16 buckets of the top bits
+    counts = np.bincount(top, minlength=16)
+    assert counts.min() > 0.97 * counts.mean() and counts.max() < 1.03 * counts.mean()
+
+
+def test_the_sketch_is_linear_over_seal_addition():
+    params = CKKSParams()
+    public = PublicContext(params, KeyHolder(params, {}).public_key)
+    assert public.modulus == Q55
+    rng = np.random.default_rng(0)
+    a, b = (public.encrypt_ciphertexts(rng.uniform(-1, 1, 5000)) for _ in range(2))
+    rho = b"r" * 32
+    separate = sketch.add([sketch.sketch(rho, sketch.coefficients(a), Q55),
+                           sketch.sketch(rho, sketch.coefficients(b), Q55)], Q55, 3)
+    for acc, other in zip(a, b):
+        public.add_inplace(acc, other)
+    assert sketch.sketch(rho, sketch.coefficients(a), Q55) == separate
+    assert len(sketch.coefficients(a)) == 2 * 2 * params.poly_modulus_degree  # 2 ciphertexts of 2 polynomials
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ConfigurationError):
+        sketch.challenge_rows(b"short", 10, Q55)
+    with pytest.raises(ConfigurationError):
+        sketch.sketch(b"r" * 32, np.zeros(3, np.int64), Q55)
+    with pytest.raises(ConfigurationError):
+        sketch.sketch(b"r" * 32, np.zeros(3, np.uint64), (1 << 62) + 1)
