@@ -127,7 +127,7 @@ def train(message: Message, context: Context) -> Message:
     started = time.perf_counter()
     session = _open_session(config, weight_bound, ctx, index, node, local.delta, float(local.num_examples))
     upload = session.start()
-    if isinstance(session, MaskingClient):
+    if isinstance(session, (MaskingClient, CKKSClient)):  # sessions of more than one stage
         node.put_float("weight_bound", weight_bound)
         node.put("ctx", ctx_bytes)
         node.put("session", session.suspend())
@@ -139,7 +139,7 @@ def train(message: Message, context: Context) -> Message:
 @app.query("stage")
 @refusals_answered
 def stage(message: Message, context: Context) -> Message:
-    """Answer the next stage of a multi-stage (masking) session from the node's suspended state."""
+    """Answer the next stage of a multi-stage (masking, CKKS) session from the node's suspended state."""
     started = time.perf_counter()
     config = FlowerJob.from_context(context).experiment()
     node = NodeState(context)
@@ -147,9 +147,14 @@ def stage(message: Message, context: Context) -> Message:
     if state is None or ctx_bytes is None or weight_bound is None:
         raise ProtocolError("no aggregation session in progress on this node")
     ctx = decode_context(ctx_bytes)
-    mcfg = masking_config(config, weight_bound)
-    session = MaskingClient.resume(state, ctx, _client_index(context), mcfg, mcfg.encoder(ctx.dimension, len(ctx.clients)),
-                                   node.identity(), decode_directory(node.get("directory") or b""))
+    session: MaskingClient | CKKSClient
+    if config.secure is SecureMode.CKKS:
+        session = CKKSClient.resume(state, ctx, _client_index(context), node.identity())
+    else:
+        mcfg = masking_config(config, weight_bound)
+        session = MaskingClient.resume(state, ctx, _client_index(context), mcfg,
+                                       mcfg.encoder(ctx.dimension, len(ctx.clients)), node.identity(),
+                                       decode_directory(node.get("directory") or b""))
     upload = session.handle(field(message, "message", bytes))
     node.put("session", session.suspend())
     return Message(payload(upload=upload, protocol_seconds=time.perf_counter() - started), reply_to=message)

@@ -4,7 +4,7 @@ from secagg.ckks.keyholder import KeyHolder
 from secagg.ckks.packing import PublicContext
 from secagg.ckks.params import CKKSParams
 from secagg.ckks.protocol import CKKSAggregator
-from secagg.ckks.request import DecryptionRequest, Release, SignedContribution
+from secagg.ckks.request import DecryptionRequest, Release, SignedSketch
 
 __all__ = ["CKKSAggregator", "CKKSParams", "DecryptionRequest", "KeyHolder", "PublicContext", "Release",
-           "SignedContribution"]
+           "SignedSketch"]

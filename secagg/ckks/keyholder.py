@@ -1,12 +1,15 @@
-"""The key holder: the only party with the CKKS secret key, and it decrypts only sums it formed itself.
+"""The key holder: the only party with the CKKS secret key; it decrypts only sums it can check, and never
+sees an individual client's ciphertext.
 
-Its single input is a :class:`DecryptionRequest`: every contributor's own ciphertexts and signature (Ed25519
-over the key id, session, round, client, length and the digest of those exact bytes). It checks, before it
-touches the secret key: the request is for its current key, the round comes after the last it released, at
-least ``min_clients`` distinct enrolled clients each signed their ciphertexts, and every ciphertext is a
-fresh, well-formed ciphertext of its context. Only then does it add them and decrypt (check, then commit).
-Whatever an aggregator sends, it therefore decrypts a sum of enrolled clients' contributions to one round,
-at most once per round. What it releases is range-checked, noise-flooded and rounded (Li and Micciancio,
+Its single input is a :class:`DecryptionRequest`: the aggregate ciphertexts and, per contributor, the digest
+of its upload, its signature over it (Ed25519 over the key id, session, round, client, length and digest),
+and its signed linear sketch of that upload under the round's challenge (see :mod:`secagg.ckks.sketch`).
+It checks, before it touches the secret key: the request is for its current key, the round comes after the
+last it released, at least ``min_clients`` distinct enrolled clients signed both statements for the
+challenge it recomputes from the aggregate and the record, the aggregate is a well-formed ciphertext of its
+context, and the sketches add up to the aggregate's. Only then does it decrypt (check, then commit).
+Whatever an aggregator sends, it therefore decrypts (but with probability <= 2^-128) the sum of the uploads
+of enrolled clients to one round, at most once per round. What it releases is range-checked, noise-flooded and rounded (Li and Micciancio,
 EUROCRYPT 2021: exact approximate decryptions can reveal the secret key).
 
 Each key holder makes a fresh key pair: one per run (``CKKSAggregator``, or a Flower run's key-holder node).
@@ -19,18 +22,18 @@ import hmac
 import numpy as np
 import tenseal.sealapi as seal
 
-from secagg.ckks import seal_io
+from secagg.ckks import seal_io, sketch
 from secagg.ckks.bounds import check_release
 from secagg.ckks.packing import PublicContext, unpack
 from secagg.ckks.params import CKKSParams
-from secagg.ckks.request import DecryptionRequest, Release, SignedContribution
-from secagg.ckks.signing import contribution_digest, contribution_payload
+from secagg.ckks.request import DecryptionRequest, Release, SignedSketch
+from secagg.ckks.signing import contribution_digest, contribution_payload, sketch_payload
 from secagg.errors import AuthenticationError, ConfigurationError, DecryptionRefused, MessageError
 from secagg.primitives.keys import verify_signature
 from secagg.primitives.noise import secure_gaussian
 from secagg.wire import BodyReader, BodyWriter
 
-__all__ = ["DecryptionRequest", "KeyHolder", "Release", "SignedContribution"]
+__all__ = ["DecryptionRequest", "KeyHolder", "Release", "SignedSketch"]
 
 _STATE_FORMAT = 2
 
@@ -78,8 +81,8 @@ class KeyHolder:
         return self
 
     def decrypt(self, request: DecryptionRequest) -> Release:
-        """Check every contribution, add them, decrypt once; the round is spent only when decryption happened."""
-        total = self._checked_sum(request)
+        """Check the request, decrypt its aggregate once; the round is spent only when decryption happened."""
+        total = self._checked_aggregate(request)
         plains = [self._decrypt(cipher) for cipher in total]
         self._last_released = request.round  # commit: from here on this round (and every earlier one) is spent
         decoded = [np.asarray(self._public.encoder.decode_complex(plain)) for plain in plains]
@@ -88,8 +91,8 @@ class KeyHolder:
         check_release(release, len(request.contributions), self.params)
         return release
 
-    def _checked_sum(self, request: DecryptionRequest) -> list[seal.Ciphertext]:
-        """The sum of the request's contributions after every check; changes no state."""
+    def _checked_aggregate(self, request: DecryptionRequest) -> list[seal.Ciphertext]:
+        """The request's aggregate after every check (policy, signatures, sketch); changes no state."""
         if not hmac.compare_digest(request.key_id, self.key_id):
             raise DecryptionRefused("the request is not for this key holder's current key")
         if self._last_released is not None and request.round <= self._last_released:
@@ -107,22 +110,30 @@ class KeyHolder:
         if request.length < 2:
             raise MessageError(f"a request for {request.length} reals: an aggregate is an update and a weight")
         count = self._public.ciphertexts_for(request.length)
-        for c in request.contributions:  # signatures first: they are cheap, loading ciphertexts is not
-            self._verify(request, c, count)
-        return self._public.sum(tuple(c.ciphertexts for c in request.contributions))
+        if len(request.aggregate) != count:
+            raise MessageError(f"an aggregate of {len(request.aggregate)} ciphertexts, expected {count} for "
+                               f"{request.length} reals")
+        rows, q = sketch.rows_for(self._public.modulus), self._public.modulus
+        rho = sketch.challenge(self.key_id, request.session, request.round, request.length,
+                               contribution_digest(request.aggregate), ((c.client, c.digest) for c in request.contributions))
+        for c in request.contributions:  # signatures first: they are cheap, loading and sketching are not
+            self._verify(request, c, rho, rows)
+        total = [self._public.load(blob) for blob in request.aggregate]
+        attested = sketch.add((c.sketch for c in request.contributions), q, rows)
+        if not hmac.compare_digest(_sketch_bytes(attested), _sketch_bytes(sketch.sketch(rho, sketch.coefficients(total), q))):
+            raise DecryptionRefused("the aggregate is not the sum of the contributions its sketches attest")
+        return total
 
-    def _verify(self, request: DecryptionRequest, contribution: SignedContribution, count: int) -> None:
+    def _verify(self, request: DecryptionRequest, contribution: SignedSketch, rho: bytes, rows: int) -> None:
         public = self.directory.get(contribution.client)
         if public is None:
             raise DecryptionRefused(f"client {contribution.client} is not enrolled")
-        if len(contribution.ciphertexts) != count:
-            raise MessageError(f"{len(contribution.ciphertexts)} ciphertexts from client {contribution.client}, "
-                               f"expected {count} for {request.length} reals")
-        digest = contribution_digest(contribution.ciphertexts)
-        payload = contribution_payload(self.key_id, request.session, request.round, contribution.client,
-                                       request.length, digest)
+        if len(contribution.sketch) != rows or any(not 0 <= v < self._public.modulus for v in contribution.sketch):
+            raise MessageError(f"client {contribution.client}'s sketch is not {rows} residues mod q0")
+        head = (self.key_id, request.session, request.round, contribution.client, request.length, contribution.digest)
         try:
-            verify_signature(public, contribution.signature, payload)
+            verify_signature(public, contribution.update_signature, contribution_payload(*head))
+            verify_signature(public, contribution.sketch_signature, sketch_payload(*head, rho, contribution.sketch))
         except AuthenticationError:
             raise DecryptionRefused(f"contribution of client {contribution.client} is not validly signed") from None
 
@@ -139,3 +150,7 @@ class KeyHolder:
         flooded = values + secure_gaussian(len(values), 2.0**-self.params.flood_bits)
         grid = 2.0**self.params.release_bits
         return np.round(flooded * grid) / grid
+
+
+def _sketch_bytes(values: tuple[int, ...]) -> bytes:
+    return b"".join(v.to_bytes(8, "big") for v in values)

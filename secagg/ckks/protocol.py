@@ -1,35 +1,37 @@
-"""CKKS secure aggregation as sans-I/O sessions: clients encrypt, the key holder adds and decrypts.
+"""CKKS secure aggregation as sans-I/O sessions: clients encrypt, the aggregator adds, the key holder decrypts
+the sum after checking it against the clients' signed sketches.
 
-``CKKS_UPDATE`` (client -> aggregator) body: ``u32 n``, ``n x blob`` SEAL ciphertexts, ``signature[64]``
-(Ed25519 over the key id, round, client, length and the digest of the ciphertexts). A client encrypts
+``CKKS_UPDATE`` (client -> aggregator, stage 0) body: ``u32 n``, ``n x blob`` SEAL ciphertexts,
+``signature[64]`` (Ed25519 over the key id, session, round, client, length and the digest of the
+ciphertexts). ``CKKS_CHALLENGE`` (aggregator -> client) body: ``rho[32]``. ``CKKS_SKETCH`` (client ->
+aggregator, stage 1, and stage 2 after a re-challenge): see :mod:`secagg.ckks.server`. A client encrypts
 ``alpha * clip(x)`` and ``alpha = weight / max_weight`` in one more real, so the sum carries the total weight
-and the aggregator learns only the weighted mean. The aggregator holds the public context alone: it checks
-each update (signature, full ciphertext validation) so that a bad client is rejected alone, and forwards the
-valid ones, signatures and all, to the key holder, which re-checks and sums them itself.
+and the aggregator learns only the weighted mean. The aggregator holds the public context alone; the key
+holder never receives an individual client's ciphertext (see :mod:`secagg.ckks.sketch`).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Protocol
 
 import numpy as np
 
-from secagg.aggregation import AggregateResult, RoundContext
-from secagg.ckks import seal_io
-from secagg.ckks.decryption_wire import request_size
-from secagg.ckks.bounds import check_release
+from secagg.aggregation import RoundContext
+from secagg.ckks import seal_io, sketch
 from secagg.ckks.keyholder import KeyHolder
 from secagg.ckks.packing import PublicContext
 from secagg.ckks.params import CKKSParams
-from secagg.ckks.request import DecryptionRequest, Release, SignedContribution
-from secagg.ckks.signing import contribution_digest, contribution_payload
+from secagg.ckks.server import MAX_CHALLENGES, CKKSServer, KeyHolderPort, encode_sketch
+from secagg.ckks.signing import KEY_ID_BYTES, contribution_digest, contribution_payload, sketch_payload
 from secagg.envelopes import open_envelope, seal_envelope
-from secagg.errors import AggregationAborted, ProtocolError, SecAggError, UpdateRejected
+from secagg.errors import MessageError, ProtocolError, UpdateRejected
 from secagg.identity import IdentityRegistry
-from secagg.primitives.keys import SIGNATURE_BYTES, SigningKey, verify_signature
-from secagg.wire import BodyReader, BodyWriter, MessageKind
+from secagg.primitives.keys import SigningKey
+from secagg.wire import SERVER_ID, BodyReader, BodyWriter, MessageKind
+
+__all__ = ["CKKSAggregator", "CKKSClient", "CKKSServer", "KeyHolderPort", "weighted_values"]
+
+_STATE_FORMAT = 1
 
 
 def weighted_values(update: np.ndarray, weight: float, params: CKKSParams, dimension: int) -> np.ndarray:
@@ -49,105 +51,89 @@ def weighted_values(update: np.ndarray, weight: float, params: CKKSParams, dimen
 
 
 class CKKSClient:
+    """One client's round: upload the signed ciphertexts (stage 0), then answer the aggregator's challenge with a
+    signed sketch of them, at most :data:`MAX_CHALLENGES` different challenges per round (the first and one
+    re-challenge after dropouts). Answering is harmless: the aggregator holds the ciphertexts and could compute
+    any sketch itself, a signed sketch is good only for the aggregate and record its challenge hashes, and the
+    key holder decrypts one request per round; the cap keeps the sketches a key holder may see of one upload
+    to a few pseudo-uniform values (see :mod:`secagg.ckks.sketch`)."""
+
     def __init__(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float,
                  public: PublicContext, identity: SigningKey) -> None:
         public.params.check_clients(len(ctx.clients))
-        ciphertexts = public.encrypt(weighted_values(update, weight, public.params, ctx.dimension))
-        digest = contribution_digest(ciphertexts)
-        signature = identity.sign(contribution_payload(public.key_id, ctx.session, ctx.round, client_id,
-                                                       ctx.dimension + 1, digest))
-        body = BodyWriter().u32(len(ciphertexts))
-        for c in ciphertexts:
-            body.blob(c)
+        self.ctx, self.id, self.identity = ctx, client_id, identity
+        self._key_id, self._modulus, self._length = public.key_id, public.modulus, ctx.dimension + 1
+        self._ciphertexts = public.encrypt_ciphertexts(weighted_values(update, weight, public.params, ctx.dimension))
+        blobs = [seal_io.dump(c) for c in self._ciphertexts]
+        self._digest = contribution_digest(blobs)
+        signature = identity.sign(contribution_payload(*self._head()))
+        body = BodyWriter().u32(len(blobs))
+        for b in blobs:
+            body.blob(b)
         self._message = seal_envelope(ctx, client_id, MessageKind.CKKS_UPDATE, body.raw(signature).to_bytes())
+        self._coefficients: np.ndarray | None = None
+        self._answers: dict[bytes, bytes] = {}
 
     def start(self) -> bytes:
         return self._message
 
     def handle(self, message: bytes) -> bytes:
-        raise ProtocolError("CKKS aggregation has a single stage")
+        """The signed sketch that answers a ``CKKS_CHALLENGE``; the same challenge gets the same answer."""
+        rho = open_envelope(self.ctx, message, MessageKind.CKKS_CHALLENGE, sender=SERVER_ID,
+                            max_body=sketch.CHALLENGE_BYTES)
+        if len(rho) != sketch.CHALLENGE_BYTES:
+            raise MessageError(f"a challenge of {len(rho)} bytes, expected {sketch.CHALLENGE_BYTES}")
+        rho = bytes(rho)
+        if rho in self._answers:
+            return self._answers[rho]
+        if len(self._answers) >= MAX_CHALLENGES:
+            raise ProtocolError(f"already answered {MAX_CHALLENGES} challenges in round {self.ctx.round}")
+        values = sketch.sketch(rho, self._coeffs(), self._modulus)
+        signature = self.identity.sign(sketch_payload(*self._head(), rho, values))
+        self._answers[rho] = encode_sketch(self.ctx, self.id, rho, values, signature)
+        return self._answers[rho]
 
+    def suspend(self) -> bytes:
+        """The session between stages, for the client's own storage: its upload's coefficients, digest and
+        answers (the identity key stays the node's)."""
+        w = BodyWriter().u8(_STATE_FORMAT).raw(self._key_id).raw(self._digest).u32(self._length)
+        coeffs = self._coeffs()
+        w.raw(self._modulus.to_bytes(8, "big")).u32(len(coeffs)).array(coeffs).u32(len(self._answers))
+        for rho, answer in self._answers.items():
+            w.raw(rho).blob(answer)
+        return w.to_bytes()
 
-class KeyHolderPort(Protocol):
-    """Whatever answers decryption requests: the :class:`KeyHolder` itself, or a proxy to it on another machine."""
+    @classmethod
+    def resume(cls, state: bytes, ctx: RoundContext, client_id: int, identity: SigningKey) -> CKKSClient:
+        """The session :meth:`suspend` saved; ``ctx`` and ``identity`` must be the ones it was created with."""
+        self = cls.__new__(cls)
+        self.ctx, self.id, self.identity = ctx, client_id, identity
+        r = BodyReader(state)
+        if r.u8() != _STATE_FORMAT:
+            raise ProtocolError("suspended CKKS session of another format")
+        self._key_id, self._digest, self._length = r.raw(KEY_ID_BYTES), r.raw(32), r.u32()
+        self._modulus = int.from_bytes(r.raw(8), "big")
+        self._coefficients = r.array(dtype=np.uint64, shape=(r.u32(),))
+        self._ciphertexts = []
+        self._answers = {r.raw(sketch.CHALLENGE_BYTES): r.blob() for _ in range(r.count(max_count=MAX_CHALLENGES))}
+        r.finish()
+        self._message = b""
+        return self
 
-    def decrypt(self, request: DecryptionRequest) -> Release: ...
+    def _coeffs(self) -> np.ndarray:
+        if self._coefficients is None:
+            self._coefficients = sketch.coefficients(self._ciphertexts)
+        return self._coefficients
 
-
-class CKKSServer:
-    """The aggregator: checks the updates it cannot decrypt and asks the key holder for their sum only."""
-
-    def __init__(self, ctx: RoundContext, public: PublicContext, directory: dict[int, bytes],
-                 key_holder: KeyHolderPort) -> None:
-        public.params.check_clients(len(ctx.clients))
-        self.ctx, self.public, self.directory, self.key_holder = ctx, public, directory, key_holder
-        self._count = public.ciphertexts_for(ctx.dimension + 1)
-        self._record: list[SignedContribution] = []
-        self._finished = False
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    def collect(self, sender: int, message: bytes) -> None:
-        if self._finished:
-            raise ProtocolError("round already closed")
-        if sender not in self.ctx.clients:
-            raise ProtocolError(f"client {sender} is not a participant of round {self.ctx.round}")
-        if any(c.client == sender for c in self._record):
-            raise ProtocolError(f"duplicate update from client {sender}")
-        body = open_envelope(self.ctx, message, MessageKind.CKKS_UPDATE, sender=sender,
-                             max_body=self._count * (seal_io.MAX_CIPHERTEXT_BYTES + 4) + 128)
-        reader = BodyReader(body)
-        n = reader.count(max_count=self._count)
-        if n != self._count:
-            raise seal_io.MessageError(f"{n} ciphertexts, expected {self._count}")
-        blobs = [reader.blob(max_len=seal_io.MAX_CIPHERTEXT_BYTES) for _ in range(n)]
-        signature = reader.raw(SIGNATURE_BYTES)
-        reader.finish()
-        digest = contribution_digest(blobs)
-        public_key = self.directory.get(sender)
-        if public_key is None:
-            raise ProtocolError(f"client {sender} is not enrolled")
-        verify_signature(public_key, signature, contribution_payload(
-            self.public.key_id, self.ctx.session, self.ctx.round, sender, self.ctx.dimension + 1, digest))
-        for b in blobs:  # fully validated here, so that a bad update is this client's fault alone
-            self.public.load(b)
-        self._record.append(SignedContribution(sender, tuple(blobs), signature))
-
-    def close_stage(self) -> dict[int, bytes]:
-        self._finished = True
-        return {}
-
-    def result(self) -> AggregateResult:
-        if not self._finished:
-            raise ProtocolError("result requested before the round closed")
-        if not self._record or len(self._record) < self.ctx.min_clients:
-            raise AggregationAborted(f"{len(self._record)} valid updates, fewer than min_clients={self.ctx.min_clients}")
-        request = DecryptionRequest(self.ctx.session, self.ctx.round, self.public.key_id, self.ctx.dimension + 1,
-                                    tuple(self._record))
-        started = time.perf_counter()
-        try:
-            release = self.key_holder.decrypt(request)
-        except AggregationAborted:
-            raise
-        except SecAggError as err:
-            raise AggregationAborted(f"key holder refused: {type(err).__name__}: {err}") from None
-        key_holder_seconds = time.perf_counter() - started
-        check_release(release, len(self._record), self.public.params)  # also against a remote key holder
-        mean = (release.weighted_sum / release.weight).astype(np.float32)
-        return AggregateResult(mean, release.weight * self.public.params.max_weight,
-                               tuple(sorted(c.client for c in self._record)),
-                               details={"ciphertexts_per_client": float(self._count),
-                                        "key_holder_seconds": key_holder_seconds,
-                                        "key_holder_bytes": float(request_size(request))})
+    def _head(self) -> tuple[bytes, bytes, int, int, int, bytes]:
+        return self._key_id, self.ctx.session, self.ctx.round, self.id, self._length, self._digest
 
 
 class CKKSAggregator:
     """CKKS aggregation with separated roles. In-process it creates the key holder as its own component and
     enrols client identities; the aggregator side keeps only the public context."""
 
-    stages = 1
+    stages = 2  # the upload and the sketch; a third (the sketch again) only after a dropout at the second
 
     def __init__(self, params: CKKSParams | None = None, *, min_clients: int = 2) -> None:
         self.params = params or CKKSParams()

@@ -8,27 +8,30 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class SignedContribution:
-    """One client's ciphertexts exactly as it sent them, and its Ed25519 signature over their digest
-    (see :func:`secagg.ckks.signing.contribution_payload`)."""
+class SignedSketch:
+    """One contributor as the key holder sees it: the digest of its upload and its signature over it
+    (:func:`secagg.ckks.signing.contribution_payload`), and its sketch of that upload under the round's
+    challenge with its signature (:func:`secagg.ckks.signing.sketch_payload`). Never the ciphertexts."""
 
     client: int
-    ciphertexts: tuple[bytes, ...]
-    signature: bytes
+    digest: bytes
+    update_signature: bytes
+    sketch: tuple[int, ...]
+    sketch_signature: bytes
 
 
 @dataclass(frozen=True)
 class DecryptionRequest:
-    """Decrypt the sum of ``contributions``, encrypted under the key named ``key_id``, of one round.
-
-    The key holder adds the ciphertexts itself: the aggregator cannot hand it any other ciphertext.
-    """
+    """Decrypt ``aggregate``, encrypted under the key named ``key_id``, as the sum of ``contributions`` to one
+    round. The key holder recomputes the challenge and checks the contributors' sketches add up to the
+    aggregate's (see :mod:`secagg.ckks.sketch`) before it decrypts."""
 
     session: bytes
     round: int
     key_id: bytes
     length: int  # reals in the aggregate: the update dimension plus the weight
-    contributions: tuple[SignedContribution, ...]
+    aggregate: tuple[bytes, ...]  # serialized ciphertexts of the sum
+    contributions: tuple[SignedSketch, ...]
 
 
 @dataclass(frozen=True)

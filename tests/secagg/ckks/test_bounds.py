@@ -58,9 +58,12 @@ def test_the_aggregator_aborts_on_a_lying_key_holder():
     ctx = RoundContext.new(1, (0, 1, 2), 6)
     server = aggregator.server_session(ctx)
     server.key_holder = Liar()
-    for c in ctx.clients:
-        server.collect(c, aggregator.client_session(ctx, c, np.zeros(6), 1.0).start())
-    server.close_stage()
+    sessions = {c: aggregator.client_session(ctx, c, np.zeros(6), 1.0) for c in ctx.clients}
+    for c, session in sessions.items():
+        server.collect(c, session.start())
+    for c, challenge in server.close_stage().items():
+        server.collect(c, sessions[c].handle(challenge))
+    assert server.close_stage() == {}
     with pytest.raises(AggregateOutOfRange) as info:
         server.result()
     assert isinstance(info.value, AggregationAborted)

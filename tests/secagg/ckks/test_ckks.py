@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from secagg.aggregation import RoundContext
 from secagg.ckks import CKKSAggregator, CKKSParams, KeyHolder
 from secagg.ckks.packing import PublicContext
-from secagg.ckks.request import SignedContribution
+from secagg.ckks.request import SignedSketch
 from secagg.errors import (
     AggregationAborted,
     AuthenticationError,
@@ -23,7 +23,9 @@ from secagg.errors import (
     SecAggError,
     UpdateRejected,
 )
-from secagg.wire import Envelope
+from secagg.ckks.protocol import CKKSClient
+from secagg.envelopes import seal_envelope
+from secagg.wire import SERVER_ID, Envelope, MessageKind
 
 from tests.secagg.driver import run_round
 
@@ -153,25 +155,25 @@ def test_a_valid_request_is_decrypted_once(aggregator):
         aggregator.key_holder.decrypt(request)
 
 
-def _with_ciphertexts(r, ciphertexts):
-    first = dataclasses.replace(r.contributions[0], ciphertexts=ciphertexts)
-    return dataclasses.replace(r, contributions=(first,) + r.contributions[1:])
+def _with_aggregate(r, aggregate):
+    return dataclasses.replace(r, aggregate=aggregate)
 
 
 @pytest.mark.parametrize("edit, match", [
     (lambda r: dataclasses.replace(r, contributions=r.contributions[:1]), "min_clients"),
     (lambda r: dataclasses.replace(r, contributions=r.contributions[:1] * 2), "twice"),
-    (lambda r: dataclasses.replace(r, contributions=tuple(dataclasses.replace(c, signature=bytes(64))
+    (lambda r: dataclasses.replace(r, contributions=tuple(dataclasses.replace(c, update_signature=bytes(64))
                                                           for c in r.contributions)), "not validly signed"),
-    (lambda r: dataclasses.replace(r, contributions=(SignedContribution(999, r.contributions[0].ciphertexts,
-                                                                        bytes(64)),) + r.contributions),
-     "not enrolled"),
+    (lambda r: dataclasses.replace(r, contributions=tuple(dataclasses.replace(c, sketch_signature=bytes(64))
+                                                          for c in r.contributions)), "not validly signed"),
+    (lambda r: dataclasses.replace(r, contributions=(dataclasses.replace(r.contributions[0], client=999),)
+                                   + r.contributions), "not enrolled"),
     (lambda r: dataclasses.replace(r, round=r.round + 1), "not validly signed"),  # signatures bind the round
     (lambda r: dataclasses.replace(r, session=bytes(16)), "not validly signed"),
     (lambda r: dataclasses.replace(r, length=r.length + 1), "not validly signed"),  # ... and the length
     (lambda r: dataclasses.replace(r, key_id=bytes(32)), "current key"),
-    (lambda r: _with_ciphertexts(r, (r.contributions[0].ciphertexts[0][:-5],)), "not validly signed"),
-    (lambda r: _with_ciphertexts(r, (b"\x00" * 100,)), "not validly signed"),
+    (lambda r: _with_aggregate(r, (r.aggregate[0][:-5],)), "not validly signed"),  # the challenge hashes it
+    (lambda r: _with_aggregate(r, (b"\x00" * 100,)), "not validly signed"),
 ])
 def test_key_holder_policy_refusals(aggregator, edit, match):
     with pytest.raises(DecryptionRefused, match=match):
@@ -179,7 +181,7 @@ def test_key_holder_policy_refusals(aggregator, edit, match):
 
 
 @pytest.mark.parametrize("edit", [
-    lambda r: _with_ciphertexts(r, r.contributions[0].ciphertexts * 2),
+    lambda r: _with_aggregate(r, r.aggregate * 2),
     lambda r: dataclasses.replace(r, length=1),
 ])
 def test_key_holder_refuses_malformed_requests(aggregator, edit):
@@ -236,6 +238,31 @@ def test_a_single_survivor_is_never_decrypted(aggregator):
     ups = updates(3, 5)
     with pytest.raises(AggregationAborted, match="min_clients"):
         run_round(aggregator, ups, drop_stage={1: 0, 2: 0}, ctx=next_ctx(ups))
+    with pytest.raises(AggregationAborted, match="min_clients"):  # ... nor after dropouts at the challenge
+        run_round(aggregator, ups, drop_stage={1: 1, 2: 1}, ctx=next_ctx(ups))
+
+
+def test_a_dropout_at_the_challenge_leaves_an_accurate_aggregate_of_the_rest(aggregator):
+    ups = updates(5, 300, seed=3)
+    with Capture(aggregator) as cap:
+        _, result = run_round(aggregator, ups, weights={c: 10.0 for c in ups}, drop_stage={1: 1, 4: 1},
+                              ctx=next_ctx(ups))
+    assert result.contributors == (0, 2, 3) and result.details["challenges"] == 2
+    assert [c.client for c in cap.request.contributions] == [0, 2, 3]
+    exact = np.mean([ups[c] for c in (0, 2, 3)], axis=0)
+    assert np.abs(result.mean - exact).max() <= 1e-6
+
+
+def test_a_suspended_client_answers_like_the_live_one(aggregator):
+    ups = updates(2, 50)
+    ctx = next_ctx(ups)
+    live = aggregator.client_session(ctx, 0, ups[0], 1.0)
+    live.start()
+    back = CKKSClient.resume(live.suspend(), ctx, 0, aggregator.identities.signing_key(0))
+    challenge = seal_envelope(ctx, SERVER_ID, MessageKind.CKKS_CHALLENGE, b"r" * 32)
+    assert back.handle(challenge) == live.handle(challenge)
+    with pytest.raises(ProtocolError, match="format"):
+        CKKSClient.resume(b"\x09" + live.suspend()[1:], ctx, 0, aggregator.identities.signing_key(0))
 
 
 def test_bad_updates_are_refused_by_the_client(aggregator):

@@ -7,14 +7,14 @@ import pytest
 
 from secagg.ckks.decryption_wire import (decode_release, decode_request, encode_release, encode_request,
                                          request_size)
-from secagg.ckks.request import DecryptionRequest, Release, SignedContribution
+from secagg.ckks.request import DecryptionRequest, Release, SignedSketch
 from secagg.errors import MessageError
 
 
 def _request(round_index=3):
-    contributions = (SignedContribution(1, (b"cipher-a", b"cipher-b"), b"s" * 64),
-                     SignedContribution(2, (b"cipher-c", b"cipher-dd"), b"t" * 64))
-    return DecryptionRequest(b"x" * 16, round_index, b"k" * 32, 5, contributions)
+    contributions = (SignedSketch(1, b"d" * 32, b"s" * 64, (1, 2**55, 3), b"S" * 64),
+                     SignedSketch(2, b"e" * 32, b"t" * 64, (2**64 - 1, 0, 7), b"T" * 64))
+    return DecryptionRequest(b"x" * 16, round_index, b"k" * 32, 5, (b"sum-a", b"sum-bb"), contributions)
 
 
 def test_request_and_release_round_trip():
@@ -52,10 +52,20 @@ def test_a_request_for_fewer_than_two_reals_is_refused():
         decode_request(encode_request(replace(_request(), length=1)))
 
 
-def test_a_format_1_request_is_refused():
+def test_format_1_and_2_requests_are_refused():
     from secagg.wire import Envelope
 
     env = Envelope.from_bytes(encode_request(_request()))
     old = replace(env, body=b"\x00\x00\x00\x05" + env.body[1 + 32 + 4:])  # format 1 began with u32 length
-    with pytest.raises(MessageError, match="format"):
-        decode_request(old.to_bytes())
+    v2 = replace(env, body=b"\x02" + env.body[1:])  # format 2 carried every client's ciphertexts
+    for message in (old, v2):
+        with pytest.raises(MessageError, match="format"):
+            decode_request(message.to_bytes())
+
+
+def test_sketches_of_different_lengths_cannot_be_encoded():
+    request = _request()
+    uneven = replace(request, contributions=(request.contributions[0],
+                                             replace(request.contributions[1], sketch=(1, 2))))
+    with pytest.raises(MessageError, match="rows"):
+        encode_request(uneven)
