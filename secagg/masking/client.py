@@ -182,8 +182,8 @@ class MaskingClient:
         keys = msg.KeyList(self._key_list)
         if list(reveals) != keys.ids:
             raise ProtocolError("reveal list does not cover exactly the clients of the key list")
-        for v, reveal in reveals.items():
-            if msg.commitment_of(self.ctx.session, self.ctx.round, v, reveal) != keys[v].commitment:
+        for (v, reveal), commitment in zip(reveals.items(), keys.commitments()):
+            if msg.commitment_of(self.ctx.session, self.ctx.round, v, reveal) != commitment:
                 raise ProtocolError(f"client {v}'s reveal does not open its commitment")
         return self._share_keys(keys, msg.transcript_digest(self.ctx, self._key_list, body))
 

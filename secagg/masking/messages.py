@@ -154,6 +154,10 @@ class KeyList:
     def public_keys(self) -> list[bytes]:
         return self._entries["c"].tolist() + self._entries["s"].tolist()
 
+    def commitments(self) -> list[bytes]:
+        """Every listed commitment, in id order (empty for an unsigned list)."""
+        return self._entries["commit"].tolist() if self.signed else []
+
 
 def write_reveals(reveals: dict[int, bytes]) -> bytes:
     """MASK_REVEAL_LIST: every reveal, in id order."""
@@ -165,12 +169,12 @@ def write_reveals(reveals: dict[int, bytes]) -> bytes:
 
 def read_reveals(body: bytes) -> dict[int, bytes]:
     r = BodyReader(body)
-    items = [(r.u32(), r.raw(REVEAL_BYTES)) for _ in range(r.count(max_count=MAX_PARTIES))]
+    dtype = np.dtype([("id", ">u4"), ("r", f"V{REVEAL_BYTES}")])
+    entries = np.frombuffer(r.raw(r.count(max_count=MAX_PARTIES) * dtype.itemsize), dtype=dtype)
     r.finish()
-    ids = [client for client, _ in items]
-    if ids != sorted(set(ids)):
+    if (np.diff(entries["id"].astype(np.int64)) <= 0).any():
         raise MessageError("reveal list ids are not strictly increasing")
-    return dict(items)
+    return dict(zip(entries["id"].tolist(), entries["r"].tolist()))
 
 
 def write_addressed(items: list[tuple[int, bytes]]) -> bytes:
@@ -199,7 +203,7 @@ def write_ids(ids: tuple[int, ...]) -> BodyWriter:
 
 
 def read_ids(r: BodyReader) -> tuple[int, ...]:
-    ids = tuple(r.u32() for _ in range(r.count(max_count=MAX_PARTIES)))
+    ids = tuple(np.frombuffer(r.raw(4 * r.count(max_count=MAX_PARTIES)), dtype=">u4").tolist())
     if len(set(ids)) != len(ids):
         raise MessageError("duplicate id in a survivor list")
     return ids
@@ -215,10 +219,11 @@ def write_unmask_request(survivors: tuple[int, ...], signatures: dict[int, bytes
 def read_unmask_request(body: bytes) -> tuple[tuple[int, ...], dict[int, bytes]]:
     r = BodyReader(body)
     survivors = read_ids(r)
-    items = [(r.u32(), r.raw(SIGNATURE_BYTES)) for _ in range(r.count(max_count=MAX_PARTIES))]
+    dtype = np.dtype([("id", ">u4"), ("sig", f"V{SIGNATURE_BYTES}")])
+    entries = np.frombuffer(r.raw(r.count(max_count=MAX_PARTIES) * dtype.itemsize), dtype=dtype)
     r.finish()
-    signatures = dict(items)
-    if len(signatures) != len(items):
+    signatures = dict(zip(entries["id"].tolist(), entries["sig"].tolist()))
+    if len(signatures) != len(entries):
         raise MessageError("duplicate signer")
     return survivors, signatures
 
