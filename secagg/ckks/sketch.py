@@ -44,6 +44,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import tenseal.sealapi as seal
 
+from secagg.ckks import seal_data
 from secagg.errors import ConfigurationError
 from secagg.primitives.prg import MaskExpander
 
@@ -74,10 +75,7 @@ def challenge(key_id: bytes, session: bytes, round: int, length: int, aggregate_
 
 def coefficients(ciphertexts: Sequence[seal.Ciphertext]) -> np.ndarray:
     """Every coefficient (NTT form, residues mod the data prime) of every polynomial of ``ciphertexts``."""
-    parts = []
-    for c in ciphertexts:
-        count = c.size() * c.poly_modulus_degree() * c.coeff_modulus_size()
-        parts.append(np.fromiter(map(c.__getitem__, range(count)), dtype=np.uint64, count=count))
+    parts = [seal_data.coefficients(c) for c in ciphertexts]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
 

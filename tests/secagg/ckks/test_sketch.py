@@ -61,3 +61,19 @@ def test_bad_inputs_are_refused():
         sketch.sketch(b"r" * 32, np.zeros(3, np.int64), Q55)
     with pytest.raises(ConfigurationError):
         sketch.sketch(b"r" * 32, np.zeros(3, np.uint64), (1 << 62) + 1)
+
+
+def test_fast_coefficients_equal_the_per_coefficient_accessor(monkeypatch):
+    """The parsed serialization (second, independent reading) agrees with SEAL's own accessor; without
+    libzstd the accessor is used."""
+    from secagg.ckks import seal_data
+
+    params = CKKSParams()
+    public = PublicContext(params, KeyHolder(params, {}).public_key)
+    ciphers = public.encrypt_ciphertexts(np.linspace(-1, 1, 9000))
+    slow = [np.fromiter(map(c.__getitem__, range(2 * params.poly_modulus_degree)), np.uint64) for c in ciphers]
+    np.testing.assert_array_equal(sketch.coefficients(ciphers), np.concatenate(slow))
+    if seal_data._ZSTD is not None:
+        assert seal_data._parsed(ciphers[0], len(slow[0])) is not None  # the fast path is really taken
+    monkeypatch.setattr(seal_data, "_ZSTD", None)
+    np.testing.assert_array_equal(sketch.coefficients(ciphers), np.concatenate(slow))
