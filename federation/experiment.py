@@ -218,6 +218,8 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
     With ``remote``, clients run elsewhere: its runtime reaches them, and its aggregator (made for the
     public weight bound) is the server's side of the protection mode.
     """
+    if config.secure is SecureMode.MASK:  # degree and threshold of a round: refused before any training
+        config.masking.plan(config.federation_config().sample_size(config.clients))
     data, model, optimizer, shards = _job(config)
     run_info = config.describe()
     run_info.pop("rounds")

@@ -72,6 +72,8 @@ def test_progress_and_summary_table(tmp_path):
     (["--clients", "2000"], "cannot give"),
     (["--secure", "mask", "--threshold", "0"], "threshold must be at least 1"),
     (["--secure", "mask", "--neighbors", "-2"], "neighbors must be non-negative"),
+    (["--secure", "mask", "--threshold", "0.3"], "threshold fraction must be in [0.5, 1]"),
+    (["--secure", "mask", "--neighbors", "0", "--threshold", "2"], "at or below half of the 9 neighbours"),
     (["--secure", "mask", "--encode-clip", "0"], "clip must be finite and positive"),
     (["--dp", "central"], "give exactly one of --noise-multiplier and --target-epsilon"),
     (["--dp", "central", "--noise-multiplier", "1", "--clip", "0"], "clip must be positive"),
