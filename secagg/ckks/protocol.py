@@ -63,15 +63,15 @@ class CKKSClient:
         public.params.check_clients(len(ctx.clients))
         self.ctx, self.id, self.identity = ctx, client_id, identity
         self._key_id, self._modulus, self._length = public.key_id, public.modulus, ctx.dimension + 1
-        self._ciphertexts = public.encrypt_ciphertexts(weighted_values(update, weight, public.params, ctx.dimension))
-        blobs = [seal_io.dump(c) for c in self._ciphertexts]
+        ciphertexts = public.encrypt_ciphertexts(weighted_values(update, weight, public.params, ctx.dimension))
+        blobs = [seal_io.dump(c) for c in ciphertexts]
+        self._coefficients = sketch.coefficients(ciphertexts)  # all the session keeps of its upload
         self._digest = contribution_digest(blobs)
         signature = identity.sign(contribution_payload(*self._head()))
         body = BodyWriter().u32(len(blobs))
         for b in blobs:
             body.blob(b)
         self._message = seal_envelope(ctx, client_id, MessageKind.CKKS_UPDATE, body.raw(signature).to_bytes())
-        self._coefficients: np.ndarray | None = None
         self._answers: dict[bytes, bytes] = {}
 
     def start(self) -> bytes:
@@ -88,7 +88,7 @@ class CKKSClient:
             return self._answers[rho]
         if len(self._answers) >= MAX_CHALLENGES:
             raise ProtocolError(f"already answered {MAX_CHALLENGES} challenges in round {self.ctx.round}")
-        values = sketch.sketch(rho, self._coeffs(), self._modulus)
+        values = sketch.sketch(rho, self._coefficients, self._modulus)
         signature = self.identity.sign(sketch_payload(*self._head(), rho, values))
         self._answers[rho] = encode_sketch(self.ctx, self.id, rho, values, signature)
         return self._answers[rho]
@@ -97,8 +97,7 @@ class CKKSClient:
         """The session between stages, for the client's own storage: its upload's coefficients, digest and
         answers (the identity key stays the node's)."""
         w = BodyWriter().u8(_STATE_FORMAT).raw(self._key_id).raw(self._digest).u32(self._length)
-        coeffs = self._coeffs()
-        w.raw(self._modulus.to_bytes(8, "big")).u32(len(coeffs)).array(coeffs).u32(len(self._answers))
+        w.raw(self._modulus.to_bytes(8, "big")).u32(len(self._coefficients)).array(self._coefficients).u32(len(self._answers))
         for rho, answer in self._answers.items():
             w.raw(rho).blob(answer)
         return w.to_bytes()
@@ -114,16 +113,10 @@ class CKKSClient:
         self._key_id, self._digest, self._length = r.raw(KEY_ID_BYTES), r.raw(32), r.u32()
         self._modulus = int.from_bytes(r.raw(8), "big")
         self._coefficients = r.array(dtype=np.uint64, shape=(r.u32(),))
-        self._ciphertexts = []
         self._answers = {r.raw(sketch.CHALLENGE_BYTES): r.blob() for _ in range(r.count(max_count=MAX_CHALLENGES))}
         r.finish()
         self._message = b""
         return self
-
-    def _coeffs(self) -> np.ndarray:
-        if self._coefficients is None:
-            self._coefficients = sketch.coefficients(self._ciphertexts)
-        return self._coefficients
 
     def _head(self) -> tuple[bytes, bytes, int, int, int, bytes]:
         return self._key_id, self.ctx.session, self.ctx.round, self.id, self._length, self._digest
