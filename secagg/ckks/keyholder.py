@@ -9,8 +9,8 @@ last it released, at least ``min_clients`` distinct enrolled clients signed both
 challenge it recomputes from the aggregate and the record, the aggregate is a well-formed ciphertext of its
 context, and the sketches add up to the aggregate's. Only then does it decrypt (check, then commit).
 Whatever an aggregator sends, it therefore decrypts (but with probability <= 2^-128) the sum of the uploads
-of enrolled clients to one round, at most once per round. What it releases is range-checked, noise-flooded and rounded (Li and Micciancio,
-EUROCRYPT 2021: exact approximate decryptions can reveal the secret key).
+of enrolled clients to one round, at most once per round. What it releases is range-checked, noise-flooded
+and rounded (Li and Micciancio, EUROCRYPT 2021: exact approximate decryptions can reveal the secret key).
 
 Each key holder makes a fresh key pair: one per run (``CKKSAggregator``, or a Flower run's key-holder node).
 """
@@ -114,13 +114,15 @@ class KeyHolder:
             raise MessageError(f"an aggregate of {len(request.aggregate)} ciphertexts, expected {count} for "
                                f"{request.length} reals")
         rows, q = sketch.rows_for(self._public.modulus), self._public.modulus
+        record = ((c.client, c.digest) for c in request.contributions)
         rho = sketch.challenge(self.key_id, request.session, request.round, request.length,
-                               contribution_digest(request.aggregate), ((c.client, c.digest) for c in request.contributions))
+                               contribution_digest(request.aggregate), record)
         for c in request.contributions:  # signatures first: they are cheap, loading and sketching are not
             self._verify(request, c, rho, rows)
         total = [self._public.load(blob) for blob in request.aggregate]
         attested = sketch.add((c.sketch for c in request.contributions), q, rows)
-        if not hmac.compare_digest(_sketch_bytes(attested), _sketch_bytes(sketch.sketch(rho, sketch.coefficients(total), q))):
+        actual = sketch.sketch(rho, sketch.coefficients(total), q)
+        if not hmac.compare_digest(_sketch_bytes(attested), _sketch_bytes(actual)):
             raise DecryptionRefused("the aggregate is not the sum of the contributions its sketches attest")
         return total
 

@@ -97,7 +97,8 @@ class CKKSClient:
         """The session between stages, for the client's own storage: its upload's coefficients, digest and
         answers (the identity key stays the node's)."""
         w = BodyWriter().u8(_STATE_FORMAT).raw(self._key_id).raw(self._digest).u32(self._length)
-        w.raw(self._modulus.to_bytes(8, "big")).u32(len(self._coefficients)).array(self._coefficients).u32(len(self._answers))
+        w.raw(self._modulus.to_bytes(8, "big")).u32(len(self._coefficients)).array(self._coefficients)
+        w.u32(len(self._answers))
         for rho, answer in self._answers.items():
             w.raw(rho).blob(answer)
         return w.to_bytes()
