@@ -38,7 +38,7 @@ from secagg.envelopes import open_envelope, seal_envelope
 from secagg.errors import ProtocolError, SecAggError
 from secagg.masking import messages as msg
 from secagg.masking.config import MaskingConfig
-from secagg.masking.graph import graph_seed, neighbours_of
+from secagg.masking.graph import Ring, graph_seed
 from secagg.masking.messages import Advertisement, ShareKind
 from secagg.primitives import shamir
 from secagg.primitives.aead import open_sealed, seal
@@ -64,7 +64,7 @@ class MaskingClient:
         self.identity, self.directory = identity, directory
         if config.consistency_check and identity is None:
             raise ProtocolError("the consistency check needs an identity key")
-        self._degree, self._threshold = config.plan(len(ctx.clients))
+        self._degree, self._threshold = config.round_plan(ctx.clients)
         self._encoded = encoder.encode(update, weight)
         self._c, self._s = AgreementKey.generate(), AgreementKey.generate()
         self._reveal = os.urandom(msg.REVEAL_BYTES) if config.consistency_check else b""
@@ -99,7 +99,7 @@ class MaskingClient:
         self = cls.__new__(cls)
         self.ctx, self.id, self.config, self.encoder = ctx, client_id, config, encoder
         self.identity, self.directory = identity, directory
-        self._degree, self._threshold = config.plan(len(ctx.clients))
+        self._degree, self._threshold = config.round_plan(ctx.clients)
         r = BodyReader(state)
         try:
             self._state = _State(r.u8())
@@ -165,8 +165,10 @@ class MaskingClient:
             raise ProtocolError("key list is signed" if keys.signed else "key list carries no signatures")
         if len(set(keys.public_keys())) != 2 * len(keys):
             raise ProtocolError("key list repeats a public key")
-        if len(keys) < max(self.ctx.min_clients, self._threshold + 1, 2):
-            raise ProtocolError(f"only {len(keys)} clients advertised keys: below the threshold")
+        needed = self.config.min_key_list(len(self.ctx.clients), self.ctx.min_clients)
+        if len(keys) < needed:
+            raise ProtocolError(f"only {len(keys)} clients advertised keys: below the threshold and quorum of "
+                                f"{needed} of the {len(self.ctx.clients)} participants")
         self._key_list, self._advertised = body, frozenset(keys.ids)
         if not self.config.consistency_check:
             return self._share_keys(keys, msg.transcript_digest(self.ctx, body))
@@ -189,7 +191,7 @@ class MaskingClient:
 
     def _share_keys(self, keys: msg.KeyList, transcript: bytes) -> bytes:
         self._transcript = transcript
-        self._neighbours = neighbours_of(self.id, keys.ids, self._degree, graph_seed(transcript))
+        self._neighbours = self._graph(keys).neighbours(self.id)
         ads = {v: keys[v] for v in self._neighbours}
         if self.config.consistency_check:
             for v, ad in ads.items():
@@ -251,11 +253,9 @@ class MaskingClient:
         if self.config.consistency_check:
             if survivors != self._survivors:
                 raise ProtocolError("unmask request names other survivors than the ones signed")
-            if len(signatures) < self._threshold or not set(signatures) <= set(survivors):
-                raise ProtocolError("too few consistency signatures from survivors")
-            payload = msg.survivors_payload(self._transcript, survivors)
-            for v in sorted(signatures)[:self._threshold]:  # t valid signers of this exact list suffice
-                verify_signature(self._identity_of(v), signatures[v], payload)
+            if not set(signatures) <= set(survivors):
+                raise ProtocolError("consistency signatures from clients that are not survivors")
+            self._check_agreement(signatures)
         alive = set(survivors)
         out = []
         for v, plaintext in sorted(self._partners.items()):
@@ -267,6 +267,33 @@ class MaskingClient:
         self._state = _State.DONE
         self._partners = {}
         return self._send(MessageKind.MASK_UNMASK_SHARES, msg.write_unmask_shares(out))
+
+    def _check_agreement(self, signatures: dict[int, bytes]) -> None:
+        """Before revealing a share of partner w, t of w's own neighbours must have signed this survivor list.
+
+        Each honest client signs one list, so two lists that disagree about w would need 2t signers among
+        w's k neighbours, which 2t > k + c rules out: every share of w the server obtains is of one kind.
+        (Counting signers anywhere in the round would let a server certify disjoint lists with disjoint
+        groups of t signers.)"""
+        graph = self._graph(msg.KeyList(self._key_list))
+        payload = msg.survivors_payload(self._transcript, self._survivors)
+        valid: dict[int, bool] = {}
+        for w in sorted(self._partners):
+            count = 0
+            for v in sorted(signatures):
+                if count == self._threshold:
+                    break
+                if graph.adjacent(v, w):
+                    if v not in valid:
+                        verify_signature(self._identity_of(v), signatures[v], payload)
+                        valid[v] = True
+                    count += 1
+            if count < self._threshold:
+                raise ProtocolError(f"only {count} of client {w}'s neighbours signed the survivor list; "
+                                    f"t={self._threshold} needed before revealing its share")
+
+    def _graph(self, keys: msg.KeyList) -> Ring:
+        return Ring(keys.ids, self._degree, graph_seed(self._transcript))
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
         alive = set(survivors)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from secagg.encoding import FixedPointEncoder
 from secagg.errors import ConfigurationError
+from secagg.primitives import shamir
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class MaskingConfig:
     client's share of the graph seed) and the survivor list are signed with Ed25519 identity keys and
     checked by every client before it reveals a share; the SecAgg+ graph seed is fixed by a commit-reveal
     stage the server cannot steer.
+    ``quorum``: a key list must name more than this fraction of the round's sampled participants (a strict
+    majority by default), so a server cannot run one round as several sub-rounds of its choosing (a small
+    sub-round is a complete graph whose members the server picked); it bounds dropouts before the keys.
     ``clip``, ``precision_bits``, ``max_weight``: the fixed-point encoding (see :mod:`secagg.encoding`).
     ``noise_sigma``: discrete Gaussian noise each client adds to its encoding, in ring units (quantization
     steps); 0 adds none. Distributed DP sets it (:mod:`dp.clipping`); the protocol is otherwise unchanged.
@@ -36,8 +40,11 @@ class MaskingConfig:
     precision_bits: int = 20
     max_weight: float = 1.0
     noise_sigma: float = 0.0
+    quorum: float = 0.5
 
     def __post_init__(self) -> None:
+        if isinstance(self.quorum, bool) or not 0.5 <= self.quorum < 1.0:
+            raise ConfigurationError(f"quorum must be in [0.5, 1), got {self.quorum}")
         if self.neighbors is not None and self.neighbors < 0:
             raise ConfigurationError(f"neighbors must be non-negative, got {self.neighbors}")
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
@@ -85,3 +92,15 @@ class MaskingConfig:
         """(degree k, threshold t) of a round with ``participants`` sampled clients."""
         degree = self.degree(max(participants, 2))
         return degree, self.shamir_threshold(degree)
+
+    def round_plan(self, clients: tuple[int, ...]) -> tuple[int, int]:
+        """(k, t) for a round's sampled ``clients``, after checking each id can be a Shamir point (id + 1)."""
+        if clients and max(clients) + 1 >= shamir.PRIME:
+            raise ConfigurationError(f"client id {max(clients)} is too large for masking: ids must be below "
+                                     f"{shamir.PRIME - 1}")
+        return self.plan(len(clients))
+
+    def min_key_list(self, participants: int, min_clients: int = 1) -> int:
+        """The fewest clients a key list of a round with ``participants`` sampled clients may name."""
+        _, t = self.plan(participants)
+        return max(math.floor(self.quorum * participants) + 1, t + 1, min_clients, 2)

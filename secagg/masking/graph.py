@@ -50,6 +50,30 @@ def neighbours_of(client: int, ids: list[int], degree: int, seed: bytes) -> froz
     return _ring_neighbours(order, order.index(client), degree)
 
 
+class Ring:
+    """The graph as a client needs it: its neighbourhood and whether two ids are adjacent (a ring
+    distance of at most degree/2 in the permutation; any two distinct ids on the complete graph)."""
+
+    def __init__(self, ids: list[int], degree: int, seed: bytes) -> None:
+        self.complete = degree >= len(ids) - 1
+        self.order = list(ids) if self.complete else permutation(ids, seed)
+        self.position = {u: i for i, u in enumerate(self.order)}
+        self.degree = len(ids) - 1 if self.complete else degree
+
+    def neighbours(self, client: int) -> frozenset[int]:
+        if self.complete:
+            return frozenset(self.order) - {client}
+        return _ring_neighbours(self.order, self.position[client], self.degree)
+
+    def adjacent(self, u: int, v: int) -> bool:
+        if u == v or u not in self.position or v not in self.position:
+            return False
+        if self.complete:
+            return True
+        d = abs(self.position[u] - self.position[v])
+        return min(d, len(self.order) - d) <= self.degree // 2
+
+
 def _ring_neighbours(order: list[int], pos: int, degree: int) -> frozenset[int]:
     n, half = len(order), degree // 2
     return frozenset(order[(pos + d) % n] for d in range(-half, half + 1) if d)

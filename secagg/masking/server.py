@@ -52,7 +52,7 @@ class MaskingServer:
         self._key_list = b""
         self._transcript = b""
         self._graph: dict[int, frozenset[int]] = {}
-        self._degree, self._threshold = config.plan(len(ctx.clients))
+        self._degree, self._threshold = config.round_plan(ctx.clients)
         self._shares: dict[int, dict[int, bytes]] = {}
         self._sum = np.zeros(encoder.length, dtype=encoder.dtype)
         self._survivors: tuple[int, ...] = ()
@@ -151,7 +151,7 @@ class MaskingServer:
     # stage transitions
     def _close_advertise(self, received: dict) -> dict[int, bytes]:
         self._keys = dict(sorted(received.items()))
-        self._require(len(self._keys), max(self._threshold + 1, 2), "advertised keys")
+        self._require(len(self._keys), self.config.min_key_list(len(self.ctx.clients)), "advertised keys")
         self._key_list = msg.write_key_list(list(self._keys.values()))
         self._details.update(advertised=len(self._keys), degree=self._degree, threshold=self._threshold)
         if self.config.consistency_check:
@@ -209,6 +209,11 @@ class MaskingServer:
     def _close_consistency(self, received: dict) -> dict[int, bytes]:
         self._require(len(received), max(self._threshold, 2), "signed the survivor list")
         self._signatures = dict(received)
+        for w in self._shares:  # clients reveal a share of w only after t of w's neighbours signed
+            signed = len(self._graph[w] & set(self._signatures))
+            if signed < self._threshold:
+                raise AggregationAborted(f"only {signed} of client {w}'s neighbours signed the survivor list; "
+                                         f"{self._threshold} needed")
         self._stage = _Stage.UNMASK
         body = msg.write_unmask_request(self._survivors, self._signatures)
         return {u: seal_envelope(self.ctx, SERVER_ID, MessageKind.MASK_UNMASK_REQUEST, body) for u in self._signatures}

@@ -11,10 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from secagg.aggregation import RoundContext
+from secagg.envelopes import seal_envelope
 from secagg.errors import AggregationAborted, AuthenticationError, ConfigurationError, ProtocolError
 from secagg.masking import MaskingAggregator, MaskingConfig
 from secagg.masking import messages as msg
-from secagg.wire import BodyReader, BodyWriter, MessageKind
+from secagg.masking.graph import Ring, graph_seed
+from secagg.wire import SERVER_ID, BodyReader, BodyWriter, MessageKind
 
 from tests.adversary.masking_server import (DeviatingServer, body_of, both_secrets_known, exposed_inputs, kind_of,
                                             reseal)
@@ -185,6 +188,71 @@ def test_split_survivor_views_never_give_both_secrets_of_a_client(n, k):
 
     run = attack(n, k, False, rewrite)
     assert both_secrets_known(run) == set()
+
+
+def partition(run, victim, groups_wanted, rng):
+    """Clients into groups of at least t such that each neighbour of the victim has t neighbours outside its
+    own group (what the partition attack needs); None if no such split is found."""
+    graph = Ring(sorted(run.clients), run.degree, graph_seed(run.clients[victim]._transcript))
+    ids, t = sorted(run.clients), run.threshold
+    for _ in range(2000):
+        order = list(rng.permutation(ids))
+        group_of = {c: i % groups_wanted for i, c in enumerate(order)}
+        if all(sum(group_of[h] != group_of[v] for h in graph.neighbours(v)) >= t
+               for v in graph.neighbours(victim)):
+            return group_of
+    return None
+
+
+@pytest.mark.parametrize("n, k, threshold", [(8, 0, 0.5), (16, 6, 0.5), (16, 6, 0.75), (40, 10, 0.5)])
+def test_disjoint_survivor_views_each_signed_by_t_clients_are_refused(n, k, threshold):
+    """Found by review: groups of t clients each sign their own list (the group plus the victim); with
+    signers counted anywhere every client revealed, b_u from all and s_v of each partner from the others.
+    Clients now require t signers among each owner's own neighbours before revealing its share."""
+    run = DeviatingServer(n, MaskingConfig(neighbors=k, consistency_check=True, threshold=threshold))
+    halt = lambda s, c, m, h: None if kind_of(m) is MessageKind.MASK_CONSISTENCY_REQUEST else m
+    run.run(halt)  # honest up to the masked inputs
+    assert len(run.partners) == n
+    group_of = partition(run, 0, max(2, n // run.threshold), np.random.default_rng(n))
+    assert group_of is not None
+    groups = sorted(set(group_of.values()))
+    views = {g: tuple(sorted({c for c in run.clients if group_of[c] == g} | {0})) for g in groups}
+    send = lambda c, kind, body: run._deliver(c, seal_envelope(run.ctx, SERVER_ID, kind, body))
+    signatures = {g: {} for g in groups}
+    for c in run.clients:
+        answer = send(c, MessageKind.MASK_CONSISTENCY_REQUEST, msg.write_ids(views[group_of[c]]).to_bytes())
+        signatures[group_of[c]][c] = body_of(answer[c])
+        run.sent.append((c, answer[c]))
+    for c in run.clients:
+        g = group_of[c]
+        for answer in send(c, MessageKind.MASK_UNMASK_REQUEST, msg.write_unmask_request(views[g], signatures[g])).values():
+            run.sent.append((c, answer))
+    assert run.refusals and all(isinstance(e, ProtocolError) for e in run.refusals.values())
+    assert_nothing_exposed(run)
+
+
+def test_a_round_split_into_sub_rounds_of_the_servers_choosing_is_refused():
+    """Found by review: a sub-list of t + 1 clients is a complete graph whose members the server picked.
+    A key list must name a strict majority of the sampled participants."""
+    n, chosen = 16, (0, 5, 9, 12, 15)
+    run = DeviatingServer(n, MaskingConfig(neighbors=6, consistency_check=True))
+
+    def sub_rounds(stage, recipient, message, history):
+        if kind_of(message) is MessageKind.MASK_KEY_LIST:
+            group = set(chosen) if recipient in chosen else set(range(n)) - set(chosen)
+            return reseal(message, without(set(range(n)) - group, body_of(message), MessageKind.MASK_KEY_LIST))
+        return message
+
+    run.run(sub_rounds)
+    assert "quorum" in str(run.refusals[0]) and 0 not in run.partners
+    assert all(c in run.refusals for c in chosen)
+    assert_nothing_exposed(run)
+
+
+def test_ids_beyond_the_shamir_field_are_refused_up_front():
+    ctx = RoundContext.new(1, (0, 1, (1 << 31) - 2), 4)
+    with pytest.raises(ConfigurationError, match="too large"):
+        MaskingAggregator(MaskingConfig(neighbors=0)).server_session(ctx)
 
 
 # 4. out-of-range contributions

@@ -51,7 +51,7 @@ def predicted_abort(config, n, schedule):
     degree, t = config.plan(n)
     if degree < len(u1) - 1:
         return None
-    if len(u1) < max(t + 1, 2):
+    if len(u1) < config.min_key_list(n):  # t + 1 and a strict majority of the participants
         return True
     if config.consistency_check and alive[1] != u1:
         return True  # every listed client must reveal its share of the graph seed
@@ -59,6 +59,8 @@ def predicted_abort(config, n, schedule):
     u2, u3, last = alive[i - 1], alive[i], alive[-1]
     if len(u2) < t + 1 or len(u3) < max(t, 2) or any(len(a) < max(t, 2) for a in alive[i + 1:]):
         return True
+    if config.consistency_check and any(len(alive[4] - {w}) < t for w in u2):
+        return True  # t of each owner's neighbours must have signed before anyone reveals its share
     return any(len(last - {v}) < t for v in u2)
 
 

@@ -193,7 +193,7 @@ class TestConsistencyCheck:
             run(tamper_once(5, 0, edit_unmask_request(lambda s, g: (s[:-1], g))), consistency=True)
 
     def test_too_few_signatures_are_refused(self):
-        with pytest.raises(ProtocolError, match="too few"):
+        with pytest.raises(ProtocolError, match="neighbours signed the survivor list"):
             run(tamper_once(5, 0, edit_unmask_request(lambda s, g: (s, dict(list(g.items())[:1])))),
                 consistency=True)
 
