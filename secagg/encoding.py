@@ -129,9 +129,10 @@ class FixedPointEncoder:
 
     def reach(self, contributors: int) -> int:
         """The largest absolute centred sum ``contributors`` honest encodings can produce: each centred
-        coordinate lies in [1 - o, o - 1], plus NOISE_TAIL deviations of the summed noise."""
+        coordinate lies in [-o, o] (o - 1 after scaling, one more for a float rounding at the clip), plus
+        NOISE_TAIL deviations of the summed noise."""
         tail = math.ceil(NOISE_TAIL * self.noise_sigma * math.sqrt(contributors)) if self.noise_sigma > 0 else 0
-        return contributors * (self.offset - 1) + tail
+        return contributors * self.offset + tail
 
     def decode(self, total: np.ndarray, contributors: int) -> tuple[np.ndarray, float]:
         """The weighted mean update (float32) and total weight from the sum of ``contributors`` encodings.
