@@ -66,9 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--neighbors", type=int, default=masking.neighbors,
                      help="--secure mask: SecAgg+ graph degree; default ~2 log2(n); 0 = complete graph (SecAgg)")
     run.add_argument("--threshold", type=_count_or_fraction, default=masking.threshold,
-                     help="--secure mask: Shamir threshold, a count (3) or a fraction of the neighbours (0.5)")
+                     help="--secure mask: Shamir threshold, a count above half the neighbours or a fraction "
+                          "in [0.5, 1] (default 0.5: floor(k/2) + 1)")
     run.add_argument("--consistency-check", action="store_true",
-                     help="--secure mask: Ed25519-signed keys and survivor lists (active-adversary variant)")
+                     help="--secure mask: secure against a server that deviates from the protocol (signed keys, "
+                          "commit-reveal graph seed, signed survivor lists; docs/threat-model.md)")
     run.add_argument("--encode-clip", type=float, default=masking.clip,
                      help="--secure mask|ckks: each update coordinate is clipped to [-c, c] before encoding")
     run.add_argument("--precision-bits", type=int, default=masking.precision_bits,
