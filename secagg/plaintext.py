@@ -86,7 +86,8 @@ class PlaintextServer:
         if self._clip is not None:
             clipped = int(np.count_nonzero(np.abs(update) > self._clip))
             np.clip(update, -self._clip, self._clip, out=update)
-        total, total_weight = self._sum + weight * update, self._weight + weight
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            total, total_weight = self._sum + weight * update, self._weight + weight
         if not (np.isfinite(total).all() and math.isfinite(total_weight)):
             raise UpdateRejected(f"update from client {sender} would overflow the sum")
         self._sum, self._weight, self._clipped = total, total_weight, self._clipped + clipped
