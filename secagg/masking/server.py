@@ -15,6 +15,7 @@ out-of-range ring words aborts the round instead of shifting the mean).
 from __future__ import annotations
 
 import enum
+from typing import Iterable
 
 import numpy as np
 
@@ -105,6 +106,8 @@ class MaskingServer:
         if self._stage is _Stage.ADVERTISE:
             ad = msg.read_advertise(sender, body)
             if self.config.consistency_check:
+                if len(ad.commitment) != msg.DIGEST_BYTES:
+                    raise ProtocolError(f"client {sender} advertised no commitment")
                 verify_signature(self._identity(sender), ad.signature, msg.advertisement_payload(
                     self.ctx.session, self.ctx.round, sender, ad.c_pk, ad.s_pk, ad.commitment))
             elif ad.signature or ad.commitment:
@@ -175,7 +178,7 @@ class MaskingServer:
         self._stage = _Stage.SHARES
         return self._broadcast(self._keys, kind, body)
 
-    def _broadcast(self, clients, kind: MessageKind, body: bytes) -> dict[int, bytes]:
+    def _broadcast(self, clients: Iterable[int], kind: MessageKind, body: bytes) -> dict[int, bytes]:
         return {u: seal_envelope(self.ctx, SERVER_ID, kind, body) for u in clients}
 
     def _close_shares(self, received: dict) -> dict[int, bytes]:

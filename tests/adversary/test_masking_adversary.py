@@ -249,6 +249,19 @@ def test_a_round_split_into_sub_rounds_of_the_servers_choosing_is_refused():
     assert_nothing_exposed(run)
 
 
+def test_a_signed_advertisement_without_a_commitment_is_refused_at_collect():
+    """A client that signs an empty commitment is refused alone; it cannot make the key list unwritable."""
+    run = DeviatingServer(4, MaskingConfig(neighbors=0, consistency_check=True))
+    server = run.agg.server_session(run.ctx)
+    liar = run.clients[0]
+    payload = msg.advertisement_payload(run.ctx.session, run.ctx.round, 0, liar._c.public_bytes(),
+                                        liar._s.public_bytes())
+    ad = msg.Advertisement(0, liar._c.public_bytes(), liar._s.public_bytes(),
+                           run.agg.identities.signing_key(0).sign(payload))
+    with pytest.raises(ProtocolError, match="no commitment"):
+        server.collect(0, seal_envelope(run.ctx, 0, MessageKind.MASK_ADVERTISE, msg.write_advertise(ad)))
+
+
 def test_ids_beyond_the_shamir_field_are_refused_up_front():
     ctx = RoundContext.new(1, (0, 1, (1 << 31) - 2), 4)
     with pytest.raises(ConfigurationError, match="too large"):
