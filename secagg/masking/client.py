@@ -279,15 +279,12 @@ class MaskingClient:
         payload = msg.survivors_payload(self._transcript, self._survivors)
         valid: dict[int, bool] = {}
         for w in sorted(self._partners):
-            count = 0
-            for v in sorted(signatures):
-                if count == self._threshold:
-                    break
-                if graph.adjacent(v, w):
-                    if v not in valid:
-                        verify_signature(self._identity_of(v), signatures[v], payload)
-                        valid[v] = True
-                    count += 1
+            signers = sorted(graph.neighbours(w) & signatures.keys())[:self._threshold]
+            for v in signers:
+                if v not in valid:
+                    verify_signature(self._identity_of(v), signatures[v], payload)
+                    valid[v] = True
+            count = len(signers)
             if count < self._threshold:
                 raise ProtocolError(f"only {count} of client {w}'s neighbours signed the survivor list; "
                                     f"t={self._threshold} needed before revealing its share")

@@ -42,17 +42,9 @@ def neighbours(ids: list[int], degree: int, seed: bytes) -> dict[int, frozenset[
     return {u: _ring_neighbours(order, pos, degree) for pos, u in enumerate(order)}
 
 
-def neighbours_of(client: int, ids: list[int], degree: int, seed: bytes) -> frozenset[int]:
-    """``neighbours(ids, degree, seed)[client]`` without building the rest of the graph."""
-    if degree >= len(ids) - 1:
-        return frozenset(ids) - {client}
-    order = permutation(ids, seed)
-    return _ring_neighbours(order, order.index(client), degree)
-
-
 class Ring:
-    """The graph as a client needs it: its neighbourhood and whether two ids are adjacent (a ring
-    distance of at most degree/2 in the permutation; any two distinct ids on the complete graph)."""
+    """The graph as a client needs it: anyone's neighbourhood from one permutation (the ids within a ring
+    distance of degree/2; everyone else on the complete graph)."""
 
     def __init__(self, ids: list[int], degree: int, seed: bytes) -> None:
         self.complete = degree >= len(ids) - 1
@@ -64,14 +56,6 @@ class Ring:
         if self.complete:
             return frozenset(self.order) - {client}
         return _ring_neighbours(self.order, self.position[client], self.degree)
-
-    def adjacent(self, u: int, v: int) -> bool:
-        if u == v or u not in self.position or v not in self.position:
-            return False
-        if self.complete:
-            return True
-        d = abs(self.position[u] - self.position[v])
-        return min(d, len(self.order) - d) <= self.degree // 2
 
 
 def _ring_neighbours(order: list[int], pos: int, degree: int) -> frozenset[int]:
