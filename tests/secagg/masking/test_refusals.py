@@ -7,21 +7,12 @@ from secagg.aggregation import RoundContext
 from secagg.errors import AuthenticationError, MessageError, ProtocolError, SecAggError
 from secagg.masking import MaskingAggregator, MaskingConfig
 from secagg.masking import messages as msg
-from secagg.wire import SERVER_ID, BodyReader, Envelope, MessageKind
+from secagg.wire import MessageKind
 
+from tests.adversary.masking_server import body_of, reseal
 from tests.secagg.driver import run_round
 
 N, DIM = 5, 8
-
-
-def reseal(message: bytes, body: bytes, **changes) -> bytes:
-    env = Envelope.from_bytes(message)
-    fields = dict(kind=env.kind, session=env.session, round=env.round, sender=env.sender, body=body) | changes
-    return Envelope(**fields).to_bytes()
-
-
-def body_of(message: bytes) -> bytes:
-    return Envelope.from_bytes(message).body
 
 
 def run(tamper, consistency=False, drop_stage=None):
