@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from secagg.aggregation import RoundContext
 from secagg.ckks import CKKSAggregator, CKKSParams, KeyHolder
 from secagg.ckks.packing import PublicContext
-from secagg.ckks.request import SignedSketch
 from secagg.errors import (
     AggregationAborted,
     AuthenticationError,

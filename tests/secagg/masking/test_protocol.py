@@ -5,7 +5,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secagg.aggregation import RoundContext
 from secagg.encoding import FixedPointEncoder
 from secagg.errors import AggregationAborted
 from secagg.masking import MaskingAggregator, MaskingConfig
