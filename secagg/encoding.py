@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from secagg.errors import ConfigurationError, UpdateRejected
-from secagg.primitives.noise import discrete_gaussian
+from secagg.primitives.noise import MIN_DISCRETE_SIGMA, discrete_gaussian
 from secagg.primitives.prg import MaskExpander
 
 NOISE_TAIL = 16.0
@@ -58,8 +58,9 @@ class FixedPointEncoder:
             raise ConfigurationError(f"precision_bits must be in [2, 52], got {self.precision_bits}")
         if not (math.isfinite(self.max_weight) and self.max_weight > 0):
             raise ConfigurationError(f"max_weight must be finite and positive, got {self.max_weight}")
-        if not (math.isfinite(self.noise_sigma) and self.noise_sigma >= 0):
-            raise ConfigurationError(f"noise_sigma must be finite and non-negative, got {self.noise_sigma}")
+        if not (math.isfinite(self.noise_sigma) and (self.noise_sigma == 0 or self.noise_sigma >= MIN_DISCRETE_SIGMA)):
+            raise ConfigurationError(f"noise_sigma must be 0 or finite and at least {MIN_DISCRETE_SIGMA}, "
+                                     f"got {self.noise_sigma}")
         if self.ring_bits > 64:
             raise ConfigurationError(
                 f"{self.max_clients} clients at {self.precision_bits} bits of precision need a "

@@ -39,10 +39,14 @@ def secure_gaussian(count: int, sigma: float) -> np.ndarray:
     return (sigma * np.concatenate([radius * np.cos(angle), radius * np.sin(angle)]))[:count]
 
 
+MIN_DISCRETE_SIGMA = 2.0**-20  # narrower is 0 with probability above 1 - 2^-(2^38); sigma^2 may underflow
+
+
 def discrete_gaussian(count: int, sigma: float) -> np.ndarray:
     """``count`` samples of N_Z(0, sigma^2) as int64."""
-    if count < 1 or not (math.isfinite(sigma) and sigma > 0):
-        raise ConfigurationError(f"need a positive count and a finite positive sigma, got {count} and {sigma}")
+    if count < 1 or not (math.isfinite(sigma) and sigma >= MIN_DISCRETE_SIGMA):
+        raise ConfigurationError(f"need a positive count and a finite sigma of at least {MIN_DISCRETE_SIGMA}, "
+                                 f"got {count} and {sigma}")
     if sigma > 2.0**40:
         raise ConfigurationError(f"sigma {sigma} is too large for 53-bit uniforms")
     t = math.floor(sigma) + 1

@@ -46,3 +46,16 @@ def test_discrete_gaussian_at_a_large_sigma():
 def test_bad_arguments(count, sigma):
     with pytest.raises(ConfigurationError):
         discrete_gaussian(count, sigma)
+
+
+def test_a_sigma_too_narrow_to_sample_is_refused_not_looped_on():
+    """Found by hypothesis: sigma = 1e-300 squared underflows to 0 and the sampler never accepted."""
+    from secagg.encoding import FixedPointEncoder
+    from secagg.primitives.noise import MIN_DISCRETE_SIGMA
+
+    for sigma in (1e-300, 5e-324, MIN_DISCRETE_SIGMA / 2):
+        with pytest.raises(ConfigurationError):
+            discrete_gaussian(3, sigma)
+        with pytest.raises(ConfigurationError):
+            FixedPointEncoder(3, 2, noise_sigma=sigma)
+    assert (discrete_gaussian(1000, MIN_DISCRETE_SIGMA) == 0).all()
