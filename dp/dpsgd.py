@@ -47,6 +47,7 @@ class PrivateTraining:
         from opacus.optimizers import DPOptimizer
 
         self.config = config
+        check_model(model)
         key = id(model)
         if key not in self._grad_sample_modules:  # clients sharing one model share one wrapper
             self._grad_sample_modules[key] = GradSampleModule(model)
@@ -65,3 +66,16 @@ class PrivateTraining:
     def event(self, epochs: int) -> PoissonSampledGaussianEvent:
         return PoissonSampledGaussianEvent(self.config.noise_multiplier, self.sample_rate,
                                            epochs * len(self.loader))
+
+
+def check_model(model: nn.Module) -> None:
+    """Refuse a model DP-SGD cannot train privately (Opacus's ``ModuleValidator``), saying how to fix it."""
+    from opacus.validators import ModuleValidator
+
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        found = "; ".join(sorted({str(e) for e in errors}))
+        raise InvalidPrivacyParameter(
+            f"DP-SGD cannot train this model: {found}. BatchNorm mixes examples of a batch, so per-example "
+            "gradients (and their clipping) are undefined: replace it before creating the optimizer, e.g. "
+            "model = opacus.validators.ModuleValidator.fix(model) (GroupNorm in place of BatchNorm)")

@@ -34,6 +34,7 @@ class ServerState:
     rng_state: dict[str, Any]
     history: list[dict[str, Any]]
     config: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -80,6 +81,7 @@ def save(directory: Path, state: ServerState) -> Path:
         "rng_state": state.rng_state,
         "history": state.history,
         "config": state.config,
+        "run_id": state.run_id,
         "optimizer_keys": sorted(state.optimizer_state),
     }
     arrays = {"params": state.params, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
@@ -104,4 +106,5 @@ def load(directory: Path) -> ServerState:
             params = archive["params"].copy()
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"unreadable checkpoint {path}: {err}") from err
-    return ServerState(meta["round"], params, opt, meta["rng_state"], meta["history"], meta["config"])
+    return ServerState(meta["round"], params, opt, meta["rng_state"], meta["history"], meta["config"],
+                       str(meta.get("run_id", "")))

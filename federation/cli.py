@@ -7,12 +7,12 @@ import enum
 import json
 import logging
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 from dp.errors import DPError
+from dp.ledger import finite
 from federation.data import DatasetName
 from federation.audit_cli import add_parser as add_audit_parser
 from federation.audit_cli import audit_command
@@ -21,7 +21,7 @@ from federation.checkpoint import writing
 from federation.errors import ConfigError, FederationError, OutputError
 from federation.experiment import DPMode, ExperimentConfig, PrivacySettings, SecureMode, build_federation
 from federation.partition import PartitionScheme
-from federation.report import PLOT_NAME, plot_history, results_document, summary_table, write_results
+from federation.report import plot_history, summary_table
 from federation.server import RoundRecord, record_from_dict
 from federation.strategy import Strategy, StrategyName
 from secagg.errors import SecAggError
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=d.seed)
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory")
     run.add_argument("--resume", action="store_true", help="continue from the last complete round in --out")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace another run's results, ledger and checkpoint in --out (refused otherwise)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
     run.add_argument("--runtime", choices=_choices(RuntimeName), default=RuntimeName.IN_PROCESS.value,
                      help="in-process simulation, or Flower (a local SuperLink and SuperNodes, or --superlink)")
@@ -228,8 +230,7 @@ def run_command(args: argparse.Namespace) -> int:
     out: Path = args.out
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
-    federation = build_federation(config, checkpoint_dir=out)
-    started = time.perf_counter()
+    federation = build_federation(config, checkpoint_dir=out, overwrite=args.overwrite)
     bar = tqdm(total=config.rounds, desc="rounds", unit="round", disable=args.quiet, file=sys.stderr)
 
     def on_round(record: RoundRecord) -> None:
@@ -237,29 +238,20 @@ def run_command(args: argparse.Namespace) -> int:
         acc = "-" if record.accuracy is None else f"{record.accuracy:.4f}"
         bar.set_postfix(acc=acc, dropped=len(record.dropped), refresh=False)
         bar.refresh()
-        write_results(out, document())
-
-    def document() -> dict:
-        doc = results_document(config.describe(), federation.history, time.perf_counter() - started)
-        if federation.privacy is not None:
-            doc["privacy"] = federation.privacy.summary()
-        return doc
+        federation.history.save(out, plot=False)
 
     try:
         history = federation.run(resume=args.resume, on_round=on_round)
     finally:
         bar.close()
-    write_results(out, document())
-    with writing(out / PLOT_NAME):
-        plot_history(out, history)
+    federation.save(out)
     if not args.quiet:
         print(summary_table(history))
         last = history[-1]
         print(f"\nfinal accuracy {last.accuracy:.4f}, loss {last.loss:.4f} after {len(history)} rounds; "
               f"results in {out}")
-        if federation.privacy is not None:
-            p = federation.privacy.summary()
-            print(f"privacy: population epsilon {p['epsilon_population']} at delta {p['delta']} "
+        if history.ledger is not None:
+            print(f"privacy: population epsilon {finite(history.epsilon())} at delta {history.ledger.delta} "
                   f"(secagg audit {out / 'ledger.json'})")
     return 0
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from federation.errors import DataError
+
+
+DIGITS_SCALE = 1.0 / 16.0  # pixel intensities 0..16 to [0, 1]
 
 
 class DatasetName(enum.Enum):
@@ -26,6 +29,7 @@ class FederatedData:
     test: TensorDataset
     num_features: int
     num_classes: int
+    preprocessing: dict = field(default_factory=dict)  # what raw features went through (see model_io)
 
     @property
     def train_labels(self) -> np.ndarray:
@@ -41,7 +45,7 @@ def load_dataset(name: DatasetName, *, seed: int = 0, test_fraction: float = 0.2
         from sklearn.datasets import load_digits
 
         x, y = load_digits(return_X_y=True)
-        x = x / 16.0
+        x = x * DIGITS_SCALE
     elif name is DatasetName.BREAST_CANCER:
         from sklearn.datasets import load_breast_cancer
 
@@ -50,8 +54,11 @@ def load_dataset(name: DatasetName, *, seed: int = 0, test_fraction: float = 0.2
         x, y = synthetic_classification(synthetic_samples, synthetic_features, synthetic_classes, seed=seed)
     else:  # pragma: no cover - exhaustive over the enum
         raise DataError(f"unknown dataset {name}")
-    return _split(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64), test_fraction, seed,
+    data = _split(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64), test_fraction, seed,
                   standardize=name is not DatasetName.DIGITS)
+    if name is DatasetName.DIGITS:
+        data.preprocessing["scale"] = DIGITS_SCALE
+    return data
 
 
 def synthetic_classification(samples: int, features: int, classes: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -69,13 +76,15 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, *, sta
     from sklearn.model_selection import train_test_split
 
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    preprocessing: dict = {}
     if standardize:
         mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
         std[std == 0] = 1.0
         x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+        preprocessing = {"mean": mean.tolist(), "std": std.tolist()}
     classes = int(y.max()) + 1
 
     def tensors(a: np.ndarray, b: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.int64))
 
-    return FederatedData(tensors(x_tr, y_tr), tensors(x_te, y_te), x.shape[1], classes)
+    return FederatedData(tensors(x_tr, y_tr), tensors(x_te, y_te), x.shape[1], classes, preprocessing)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,24 +11,21 @@ import torch
 from torch.utils.data import DataLoader
 
 from dp.adaptive import AdaptiveClipping
-from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode
-from dp.dpsgd import DPSGDConfig
 from dp.errors import InvalidPrivacyParameter
-from dp.events import GaussianEvent
-from dp.ledger import PrivacyLedger
+from federation import protection
 from federation.client import FederatedClient, train_epoch
+from federation.config import CKKS, DPSGD, CentralDP, DistributedDP, Masking, Privacy, Protection
 from federation.data import DatasetName, load_dataset
 from federation.errors import ConfigError
 from federation.models import mlp
 from federation.partition import PartitionScheme, partition_dataset
-from federation.privacy import PrivacyBook
+from federation.protection import weight_bound
 from federation.runtime import Runtime
 from federation.server import Federation, FederationConfig
-from federation.strategy import Strategy
+from federation.strategy import Strategy, StrategyName
 from secagg.aggregation import Aggregator
-from secagg.ckks import CKKSAggregator, CKKSParams
-from secagg.masking import MaskingAggregator, MaskingConfig
-from secagg.plaintext import PlaintextAggregator
+from secagg.errors import SecAggError
+from secagg.masking import MaskingConfig
 
 
 class SecureMode(enum.Enum):
@@ -80,15 +76,9 @@ class PrivacySettings:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
         if self.adaptive_quantile is not None:
             try:
-                self.adaptive(1.0)
+                AdaptiveClipping(self.adaptive_quantile, 1.0 if self.count_noise is None else self.count_noise, self.clip_learning_rate)
             except InvalidPrivacyParameter as err:
                 raise ConfigError(str(err)) from None
-
-    def adaptive(self, noise_multiplier: float, clients_per_round: int = 1) -> AdaptiveClipping | None:
-        if self.adaptive_quantile is None:
-            return None
-        count_noise = max(noise_multiplier, clients_per_round / 20) if self.count_noise is None else self.count_noise
-        return AdaptiveClipping(self.adaptive_quantile, count_noise, self.clip_learning_rate)
 
 
 @dataclass(frozen=True)
@@ -123,11 +113,7 @@ class ExperimentConfig:
             raise ConfigError(f"alpha must be positive, got {self.alpha}")
         if self.hidden < 1:
             raise ConfigError(f"hidden width must be at least 1, got {self.hidden}")
-        self.federation_config()  # validates the round-loop settings
-        if self.secure is SecureMode.MASK:
-            self.masking.encoder(1, self.clients)  # refuses a ring too small for this many clients
-        if self.secure is SecureMode.CKKS:
-            CKKSParams(clip=self.masking.clip).check_clients(self.clients)
+        loop = self.federation_config()  # validates the round-loop settings
         if (self.dp is DPMode.NONE) != (self.privacy is None):
             raise ConfigError("--dp local|central|distributed needs --noise-multiplier or --target-epsilon"
                               if self.privacy is None else "privacy settings given without --dp")
@@ -139,19 +125,41 @@ class ExperimentConfig:
         if self.dp is DPMode.DISTRIBUTED and self.secure is SecureMode.NONE:
             raise ConfigError("--dp distributed needs --secure mask or ckks: without secure aggregation the "
                               "server sees each client's noised update, so the noise shares protect nothing")
+        # the ring, the masking graph, the CKKS modulus: refused before any data is loaded
+        population = protection.Population((1,) * self.clients, (1,) * self.clients,
+                                           loop.sample_size(self.clients), self.min_clients)
+        protection.check(self.protection(), self.privacy_mode(), population)
 
     def federation_config(self) -> FederationConfig:
         return FederationConfig(rounds=self.rounds, clients_per_round=self.clients_per_round,
                                 local_epochs=self.local_epochs, strategy=self.strategy, dropout=self.dropout,
                                 min_clients=self.min_clients, seed=self.seed)
 
+    def protection(self) -> Protection:
+        """The protection mode as the public API's setting."""
+        m = self.masking
+        if self.secure is SecureMode.MASK:
+            return Masking(neighbors=m.neighbors, threshold=m.threshold, consistency_check=m.consistency_check,
+                           clip=m.clip, precision_bits=m.precision_bits, quorum=m.quorum)
+        return CKKS(clip=m.clip) if self.secure is SecureMode.CKKS else None
+
+    def privacy_mode(self) -> Privacy:
+        """The DP mode as the public API's setting."""
+        p = self.privacy
+        if p is None:
+            return None
+        budget = dict(noise_multiplier=p.noise_multiplier, target_epsilon=p.target_epsilon, delta=p.delta,
+                      max_epsilon=p.max_epsilon)
+        if self.dp is DPMode.LOCAL:
+            return DPSGD(**budget, max_grad_norm=p.clip, secure_mode=p.secure_mode)
+        if self.dp is DPMode.CENTRAL:
+            return CentralDP(**budget, clip=p.clip, adaptive_quantile=p.adaptive_quantile,
+                             clip_learning_rate=p.clip_learning_rate, count_noise=p.count_noise)
+        return DistributedDP(**budget, clip=p.clip)
+
     def describe(self) -> dict[str, Any]:
-        """JSON-ready settings (enums by value)."""
-        d = asdict(self)
-        for key, value in d.items():
-            if isinstance(value, enum.Enum):
-                d[key] = value.value
-        d["strategy"] = {**asdict(self.strategy), "name": self.strategy.name.value}
+        """JSON-ready settings (enums by value), as results.json records them."""
+        d = self.to_dict()
         if self.privacy is None:
             d.pop("privacy")
         if self.secure is SecureMode.NONE:
@@ -160,33 +168,38 @@ class ExperimentConfig:
             d["masking"] = {"clip": self.masking.clip}
         return d
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, JSON-ready; :meth:`from_dict` reads it back (what a Flower job carries)."""
+        d = asdict(self)
+        for key, value in d.items():
+            if isinstance(value, enum.Enum):
+                d[key] = value.value
+        d["strategy"] = {**asdict(self.strategy), "name": self.strategy.name.value}
+        return d
 
-def make_aggregator(config: ExperimentConfig, max_weight: float) -> Aggregator:
-    """The protection mode; ``max_weight`` is the public bound on a client's weight (its example count)."""
-    if config.secure is SecureMode.MASK:
-        return MaskingAggregator(masking_config(config, max_weight))
-    if config.secure is SecureMode.CKKS:
-        return CKKSAggregator(ckks_params(config, max_weight), min_clients=min_contributions(config))
-    return PlaintextAggregator()
-
-
-def masking_config(config: ExperimentConfig, max_weight: float) -> MaskingConfig:
-    return replace(config.masking, max_weight=max_weight)
-
-
-def ckks_params(config: ExperimentConfig, max_weight: float) -> CKKSParams:
-    return CKKSParams(clip=config.masking.clip, max_weight=max_weight)
-
-
-def min_contributions(config: ExperimentConfig) -> int:
-    """Never release an aggregate of fewer than two (or --min-clients) contributions: the CKKS key holder's
-    policy, and the floor of distributed DP's noise shares."""
-    return max(2, config.min_clients)
-
-
-def max_weight(config: ExperimentConfig, shard_sizes: list[int]) -> float:
-    """The public bound on one client's weight: its example count, or 1 under client-level DP (uniform weights)."""
-    return 1.0 if config.dp in (DPMode.CENTRAL, DPMode.DISTRIBUTED) else float(max(shard_sizes))
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
+        """The configuration :meth:`to_dict` (or :meth:`describe`) wrote; unknown keys are refused."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"bad run configuration: {d!r}")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown settings {sorted(unknown)}")
+        try:
+            kw = dict(d)
+            for key, kind in (("dataset", DatasetName), ("partition", PartitionScheme), ("secure", SecureMode),
+                              ("dp", DPMode)):
+                if key in kw:
+                    kw[key] = kind(kw[key])
+            if "strategy" in kw:
+                kw["strategy"] = Strategy(**{**kw["strategy"], "name": StrategyName(kw["strategy"]["name"])})
+            if "masking" in kw:
+                kw["masking"] = MaskingConfig(**kw["masking"])
+            if kw.get("privacy") is not None:
+                kw["privacy"] = PrivacySettings(**kw["privacy"])
+            return cls(**kw)
+        except (TypeError, ValueError, KeyError, SecAggError) as err:
+            raise ConfigError(f"bad run configuration: {err}") from None
 
 
 def _job(config: ExperimentConfig) -> tuple[Any, torch.nn.Module, torch.optim.Optimizer, list]:
@@ -208,53 +221,36 @@ def local_client(config: ExperimentConfig, index: int) -> tuple[FederatedClient,
     loader = DataLoader(shards[index], batch_size=config.batch_size, shuffle=True)
     client = FederatedClient(model, optimizer, loader, train_epoch, local_epochs=config.local_epochs,
                              proximal_mu=config.strategy.client_proximal_mu)
-    return client, max_weight(config, [len(s) for s in shards])
+    return client, weight_bound(config.privacy_mode(), [len(s) for s in shards])
 
 
 def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = None, *,
-                     remote: RemoteClients | None = None) -> Federation:
-    """Dataset, partition, model and clients for ``config``, wired into a :class:`Federation`.
+                     remote: RemoteClients | None = None, overwrite: bool = False) -> Federation:
+    """Dataset, partition, model and clients for ``config``, wired into a :class:`Federation` through the
+    public API (``secure=``, ``dp=``); everything the clients determine is checked before it returns.
 
     With ``remote``, clients run elsewhere: its runtime reaches them, and its aggregator (made for the
     public weight bound) is the server's side of the protection mode.
     """
-    if config.secure is SecureMode.MASK:  # degree and threshold of a round: refused before any training
-        config.masking.plan(config.federation_config().sample_size(config.clients))
     data, model, optimizer, shards = _job(config)
     run_info = config.describe()
     run_info.pop("rounds")
-    weight_bound = max_weight(config, [len(s) for s in shards])
+    sizes = [len(s) for s in shards]
+    common: dict[str, Any] = dict(test_data=data.test, checkpoint_dir=checkpoint_dir, overwrite=overwrite,
+                                  run_info={"experiment": run_info}, config=config.federation_config(),
+                                  preprocessing=data.preprocessing, description=config.describe())
     if remote is not None:
         if config.privacy is not None:
             raise ConfigError("differential privacy is not supported for remote clients yet")
-        federation = Federation(model, test_data=data.test, aggregator=remote.aggregator(weight_bound),
-                                checkpoint_dir=checkpoint_dir, run_info={"experiment": run_info},
-                                config=config.federation_config(), runtime=remote.runtime)
-        for address in remote.addresses:
-            federation.add_remote_client(address)
-        return federation
-    aggregator = make_aggregator(config, max_weight=weight_bound)
-    dp_sgd, book = None, None
-    if config.privacy is not None:
-        z = noise_multiplier(config, min(len(s) for s in shards))
-        book = PrivacyBook(PrivacyLedger(config.privacy.delta, config.privacy.max_epsilon), checkpoint_dir)
-        if config.dp is DPMode.LOCAL:
-            dp_sgd = DPSGDConfig(z, config.privacy.clip, config.privacy.secure_mode)
-        else:
-            mode = ClientLevelMode.CENTRAL if config.dp is DPMode.CENTRAL else ClientLevelMode.DISTRIBUTED
-            per_round = config.federation_config().sample_size(config.clients)
-            try:
-                dp = ClientLevelDP(z, config.privacy.clip, mode, min_contributions(config),
-                                   config.privacy.adaptive(z, per_round))
-            except InvalidPrivacyParameter as err:
-                raise ConfigError(str(err)) from None
-            aggregator = ClientLevelDPAggregator(aggregator, dp)
-            book.planned_population = (GaussianEvent(z),)
-    federation = Federation(model, test_data=data.test, aggregator=aggregator, checkpoint_dir=checkpoint_dir,
-                            run_info={"experiment": run_info}, config=config.federation_config(),
-                            privacy=book, dp_sgd=dp_sgd)
-    for shard in shards:
-        federation.add_client(DataLoader(shard, batch_size=config.batch_size, shuffle=True), optimizer)
+        federation = Federation(model, aggregator=remote.aggregator(weight_bound(None, sizes)),
+                                runtime=remote.runtime, **common)
+        for address, size in zip(remote.addresses, sizes):
+            federation.add_remote_client(address, size)
+    else:
+        federation = Federation(model, secure=config.protection(), dp=config.privacy_mode(), **common)
+        for shard in shards:
+            federation.add_client(DataLoader(shard, batch_size=config.batch_size, shuffle=True), optimizer)
+    federation.prepare()
     return federation
 
 
@@ -266,24 +262,3 @@ class RemoteClients:
     runtime: Runtime
     addresses: tuple[Any, ...]
     aggregator: Callable[[float], Aggregator]
-
-
-def noise_multiplier(config: ExperimentConfig, smallest_client: int) -> float:
-    """The configured multiplier, or the one that reaches --target-epsilon after every round (RDP).
-
-    Local DP-SGD: the smallest client has the largest sampling rate and is the binding one. Client-level DP:
-    no sampling amplification is claimed (clients are drawn without replacement, not by Poisson sampling).
-    """
-    privacy = config.privacy
-    assert privacy is not None
-    if privacy.noise_multiplier is not None:
-        return privacy.noise_multiplier
-    from opacus.accountants.utils import get_noise_multiplier
-
-    if config.dp is DPMode.LOCAL:
-        batches = math.ceil(smallest_client / config.batch_size)  # Opacus samples at rate 1 / batches
-        rate, steps = 1.0 / batches, config.rounds * config.local_epochs * batches
-    else:
-        rate, steps = 1.0, config.rounds
-    return float(get_noise_multiplier(target_epsilon=privacy.target_epsilon, target_delta=privacy.delta,
-                                      sample_rate=rate, steps=steps, accountant="rdp"))

@@ -30,6 +30,10 @@ class PrivacyBook:
     planned_population: tuple[PrivacyEvent, ...] = ()
     declined: dict[int, list[int]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.directory is not None:
+            self.directory = Path(self.directory)
+
     @property
     def path(self) -> Path | None:
         return self.directory / LEDGER_NAME if self.directory is not None else None

@@ -56,6 +56,7 @@ class ClientReport:
     bytes_down: int = 0
     reason: str | None = None
     events: tuple = ()
+    metrics: dict = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -110,7 +111,8 @@ class InProcessRuntime:
                 continue
             try:
                 local = clients[c].fit(decode_broadcast(ctx, broadcast), seeds[c])
-                record_training(report, local.num_examples, local.train_loss, local.seconds, local.events)
+                record_training(report, local.num_examples, local.train_loss, local.seconds, local.events,
+                                local.metrics)
                 t0 = time.perf_counter()
                 sessions[c] = aggregator.client_session(ctx, c, local.delta, float(local.num_examples))
                 uploads[c] = sessions[c].start()
@@ -196,8 +198,9 @@ def abort(ctx: RoundContext, err: Exception) -> str:
 
 
 def record_training(report: ClientReport, examples: int, loss: float | None, seconds: float,
-                    events: tuple = ()) -> None:
+                    events: tuple = (), metrics: dict | None = None) -> None:
     report.examples, report.train_loss, report.train_seconds, report.events = examples, loss, seconds, events
+    report.metrics = dict(metrics or ({} if loss is None else {"loss": loss}))
 
 
 def mark_dropped(report: ClientReport, stage: int) -> None:

@@ -1,15 +1,20 @@
-"""The federated round loop: sampling, dropouts, aggregation through the seam, server optimizer, evaluation.
+"""The public entry point and its round loop: your model, clients and training function, ``secure=`` and ``dp=``.
 
-The loop knows only the :class:`~secagg.aggregation.Aggregator` interface and a runtime, so plaintext,
-masking and CKKS are interchangeable, and so are the in-process and distributed runtimes.
+``Federation(model, secure=Masking() | CKKS() | None, dp=DPSGD(...) | CentralDP(...) | DistributedDP(...) | None,
+rounds=..., ...)``, then ``add_client(loader, optimizer, train_fn)`` per client and ``run()``, which returns a
+:class:`~federation.records.History`. What depends on the clients (weight bound, ring, thresholds, noise
+multiplier) is derived from the registered clients by :mod:`federation.protection` when ``run()`` starts,
+and refused there, before any training. The loop knows only the :class:`~secagg.aggregation.Aggregator`
+interface and a runtime, so the protection modes are interchangeable, and so are the runtimes.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
+import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,25 +24,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from dp.dpsgd import DPSGDConfig
-from dp.events import PrivacyEvent
-from federation import checkpoint
+from federation import checkpoint, protection
 from federation.client import FederatedClient, TrainFn, train_epoch
+from federation.config import Privacy, Protection, to_dict
 from federation.errors import CheckpointError, ConfigError
 from federation.params import dimension, get_vector, set_vector
 from federation.privacy import PrivacyBook
-from federation.runtime import ClientReport, ClientStatus, InProcessRuntime, RoundOutcome, Runtime, abort
+from federation.records import RUN_FILES, History, RoundRecord, RoundStatus, record_from_dict, round_record
+from federation.runtime import InProcessRuntime, RoundOutcome, Runtime, abort
 from federation.strategy import ServerOptimizer, Strategy
 from secagg.aggregation import Aggregator, RoundContext
 from secagg.errors import SecAggError
-from secagg.plaintext import PlaintextAggregator
 
 log = logging.getLogger(__name__)
-
-
-class RoundStatus(enum.Enum):
-    OK = "ok"
-    ABORTED = "aborted"
 
 
 @dataclass(frozen=True)
@@ -83,32 +82,6 @@ class FederationConfig:
         return d
 
 
-@dataclass(frozen=True)
-class RoundRecord:
-    """What one round did; ``to_dict`` is the row written to results.json."""
-
-    round: int
-    status: RoundStatus
-    accuracy: float | None
-    loss: float | None
-    clients: list[int]
-    dropped: list[int]
-    rejected: list[int]
-    survivors: int
-    bytes_up: float
-    bytes_down: float
-    client_seconds: float
-    server_seconds: float
-    per_client: list[dict[str, Any]]
-    privacy_events: list[dict[str, Any]]
-    abort_reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["status"] = self.status.value
-        return d
-
-
 def derive_seed(seed: int, round_index: int, client: int) -> int:
     """An independent, reproducible seed for one client's local training in one round."""
     return int(np.random.SeedSequence([seed, round_index, client]).generate_state(1)[0])
@@ -130,47 +103,110 @@ def evaluate(model: nn.Module, data: Dataset, loss_fn: nn.Module, batch_size: in
 class Federation:
     """A federated training job over the user's model and clients.
 
-    ``model`` holds the global model (and is left holding the final one). ``aggregator`` is the protection
-    mode (plaintext by default). With ``checkpoint_dir`` the server state is saved atomically after each
-    round and ``run(resume=True)`` continues from the last complete round.
+    ``model`` holds the global model (and is left holding the final one). ``secure``: the protection mode
+    (:class:`~federation.config.Masking`, :class:`~federation.config.CKKS`, or None for plaintext); ``dp``: the
+    privacy mode (:class:`~federation.config.DPSGD`, :class:`~federation.config.CentralDP`,
+    :class:`~federation.config.DistributedDP`, or None). With ``checkpoint_dir`` the server state (and the
+    privacy ledger) is saved atomically after each round and ``run(resume=True)`` continues from the last
+    complete round; a directory holding another run's files is refused unless ``overwrite``.
+    ``keep_optimizer_state``: keep each client's optimizer state across rounds (default: a fresh one per round).
+    ``preprocessing``: what the inputs went through, saved beside the model by :meth:`save_model`.
+    ``aggregator``: an explicit protocol object instead of ``secure`` (tests, runtimes); ``description``: the
+    settings results.json records (default: this federation's).
     """
 
-    def __init__(self, model: nn.Module, *, test_data: Dataset | None = None, aggregator: Aggregator | None = None,
-                 loss_fn: nn.Module | None = None, checkpoint_dir: Path | str | None = None,
-                 run_info: dict[str, Any] | None = None, config: FederationConfig | None = None,
-                 privacy: PrivacyBook | None = None, dp_sgd: DPSGDConfig | None = None,
-                 runtime: Runtime | None = None, **settings: Any) -> None:
+    def __init__(self, model: nn.Module, *, secure: Protection = None, dp: Privacy = None,
+                 test_data: Dataset | None = None, loss_fn: nn.Module | None = None,
+                 checkpoint_dir: Path | str | None = None, overwrite: bool = False,
+                 keep_optimizer_state: bool = False, preprocessing: dict[str, Any] | None = None,
+                 config: FederationConfig | None = None, aggregator: Aggregator | None = None,
+                 runtime: Runtime | None = None, run_info: dict[str, Any] | None = None,
+                 description: dict[str, Any] | None = None, **settings: Any) -> None:
         if config is not None and settings:
             raise ConfigError("pass either config or individual settings, not both")
+        if aggregator is not None and secure is not None:
+            raise ConfigError("pass either secure= or an explicit aggregator=, not both")
         self.config = config or FederationConfig(**settings)
-        self.model = model
+        self.model, self.secure, self.dp = model, secure, dp
         self.test_data = test_data
-        self.aggregator = aggregator or PlaintextAggregator()
         self.loss_fn = loss_fn or nn.CrossEntropyLoss()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.overwrite, self.keep_optimizer_state = overwrite, keep_optimizer_state
+        self.preprocessing = dict(preprocessing or {})
         self.run_info = run_info or {}
         self.runtime: Runtime = runtime or InProcessRuntime()
-        self.privacy, self.dp_sgd = privacy, dp_sgd
+        self._explicit = aggregator
+        self.aggregator: Aggregator | None = None  # the stack, made when run() starts
+        self.privacy: PrivacyBook | None = None
+        self.noise_multiplier: float | None = None
         self.clients: dict[int, Any] = {}  # what the runtime reaches each client by
-        self.history: list[RoundRecord] = []
+        self._examples: dict[int, int] = {}
+        self.run_id = uuid.uuid4().hex
+        self.history = History(config=description if description is not None else self.describe(),
+                               run_id=self.run_id)
+        self._stopping = False
 
     def add_client(self, loader: DataLoader, optimizer: torch.optim.Optimizer, train_fn: TrainFn = train_epoch,
                    model: nn.Module | None = None) -> int:
-        """Register a client's data and training code; returns its id. ``model`` defaults to the global one."""
+        """Register a client's data, optimizer and training function ``train_fn(model, loader, optimizer)``
+        (called once per local epoch; see :mod:`federation.client`); returns its id. ``model`` defaults to the
+        global one (clients may share it: they train one after another)."""
+        if self.aggregator is not None:
+            raise ConfigError("clients are registered before run()")
         client_id = len(self.clients)
-        self.clients[client_id] = FederatedClient(
-            model if model is not None else self.model, optimizer, loader, train_fn,
-            local_epochs=self.config.local_epochs, proximal_mu=self.config.strategy.client_proximal_mu,
-            dp_sgd=self.dp_sgd)
+        client = FederatedClient(model if model is not None else self.model, optimizer, loader, train_fn,
+                                 local_epochs=self.config.local_epochs,
+                                 proximal_mu=self.config.strategy.client_proximal_mu,
+                                 keep_optimizer_state=self.keep_optimizer_state)
+        self.clients[client_id] = client
+        self._examples[client_id] = client.num_examples
         return client_id
 
-    def add_remote_client(self, address: Any) -> int:
+    def add_remote_client(self, address: Any, examples: int = 1) -> int:
         """Register a client that runs elsewhere; ``address`` is what the runtime reaches it by."""
-        if self.privacy is not None or self.dp_sgd is not None:
+        if self.dp is not None:
             raise ConfigError("privacy accounting of remote clients is not supported yet")
         client_id = len(self.clients)
         self.clients[client_id] = address
+        self._examples[client_id] = examples
         return client_id
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready settings: the round loop's, the protection and privacy modes'."""
+        return {"federation": self.config.describe(), "secure": to_dict(self.secure), "dp": to_dict(self.dp),
+                "keep_optimizer_state": self.keep_optimizer_state, **self.run_info}
+
+    def population(self) -> protection.Population:
+        """The registered clients, as the aggregator stack depends on them."""
+        if not self.clients:
+            raise ConfigError("no clients: call add_client first")
+        cfg = self.config
+        batches = tuple(len(c.loader) if isinstance(c, FederatedClient) else 1 for c in self.clients.values())
+        return protection.Population(tuple(self._examples.values()), batches, cfg.sample_size(len(self.clients)),
+                                     cfg.min_clients, cfg.rounds, cfg.local_epochs)
+
+    def prepare(self) -> None:
+        """Derive and check everything that depends on the clients, and build the aggregator stack; ``run()``
+        calls it first. Every refusal is a :class:`ConfigError` (or a DP error) before anyone trains."""
+        if self.aggregator is not None:
+            return
+        population = self.population()
+        if population.per_round < self.config.min_clients:
+            raise ConfigError(f"{population.per_round} clients per round cannot meet "
+                              f"min_clients={self.config.min_clients}")
+        if self._explicit is not None:
+            protection.check_explicit(self._explicit, self.dp, population)
+        stack = protection.build(self.secure, self.dp, population, self._explicit)
+        if stack.dp_sgd is not None:
+            for client in self.clients.values():
+                client.enable_dp_sgd(stack.dp_sgd)
+        if self.dp is not None:
+            from dp.ledger import PrivacyLedger
+
+            self.privacy = PrivacyBook(PrivacyLedger(self.dp.delta, self.dp.max_epsilon), self.checkpoint_dir,
+                                       stack.planned_population)
+            self.history.ledger, self.history.declined = self.privacy.ledger, self.privacy.declined
+        self.aggregator, self.noise_multiplier = stack.aggregator, stack.noise_multiplier
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the checkpoint: everything but the number of rounds."""
@@ -179,14 +215,20 @@ class Federation:
         return {"federation": cfg, "clients": len(self.clients), "dimension": dimension(self.model),
                 "aggregator": type(self.aggregator).__name__, **self.run_info}
 
-    def run(self, *, resume: bool = False, on_round: Callable[[RoundRecord], None] | None = None) -> list[RoundRecord]:
-        """Train for the configured rounds; returns the history of every round (resumed ones included)."""
-        if not self.clients:
-            raise ConfigError("no clients: call add_client first")
+    def stop(self) -> None:
+        """End the run after the current round (call it from ``on_round``: early stopping)."""
+        self._stopping = True
+
+    def run(self, *, resume: bool = False, on_round: Callable[[RoundRecord], None] | None = None) -> History:
+        """Train for the configured rounds; returns the :class:`History` of every round (resumed ones included).
+
+        ``on_round(record)`` is called after every round, once its checkpoint is written: log metrics, step a
+        learning-rate scheduler on your optimizer, or call :meth:`stop` to end early.
+        """
+        self.prepare()
+        assert self.aggregator is not None
         cfg = self.config
         sample_size = cfg.sample_size(len(self.clients))
-        if sample_size < cfg.min_clients:
-            raise ConfigError(f"{sample_size} clients per round cannot meet min_clients={cfg.min_clients}")
         params = get_vector(self.model)
         optimizer = ServerOptimizer(cfg.strategy, params.size)
         rng = np.random.default_rng(cfg.seed)  # client sampling and simulated dropouts: not secrets
@@ -195,20 +237,56 @@ class Federation:
             done, params = self._restore(optimizer, rng)
             if self.privacy is not None:
                 self.privacy.resume()
+                self.history.ledger = self.privacy.ledger
+        elif self.checkpoint_dir is not None and not self.history:
+            self._claim(self.checkpoint_dir)
+        started = time.perf_counter() - self.history.wall_seconds
+        self._stopping = False
         for r in range(done + 1, cfg.rounds + 1):
             if self.privacy is not None and not self.privacy.population_allows_another_round():
                 break
             record, params = self._round(r, params, optimizer, rng, sample_size)
             self.history.append(record)
+            self.history.wall_seconds = time.perf_counter() - started
             set_vector(self.model, params)
             if self.checkpoint_dir is not None:
                 checkpoint.save(self.checkpoint_dir, checkpoint.ServerState(
                     r, params, optimizer.state, rng.bit_generator.state,
-                    [h.to_dict() for h in self.history], self.fingerprint()))
+                    [h.to_dict() for h in self.history], self.fingerprint(), self.run_id))
             if on_round is not None:
                 on_round(record)
+            if self._stopping:
+                break
         set_vector(self.model, params)
         return self.history
+
+    def save(self, directory: Path | str, *, overwrite: bool = False) -> Path:
+        """Write results.json, ledger.json (with DP), metrics.png and model.npz (the final ``state_dict`` with
+        its preprocessing) into ``directory``; ``secagg audit DIR`` reads them. Another run's files there are
+        refused unless ``overwrite``."""
+        from federation.model_io import MODEL_NAME
+
+        directory = self.history.save(directory, overwrite=overwrite)
+        self.save_model(directory / MODEL_NAME)
+        return directory
+
+    def save_model(self, path: Path | str) -> Path:
+        """The global model's ``state_dict`` and preprocessing (load with :func:`federation.load_model`)."""
+        from federation.model_io import save_model
+
+        return save_model(self.model, path, self.preprocessing)
+
+    def _claim(self, directory: Path) -> None:
+        """A fresh run into ``directory``: refused if another run's files are there, unless ``overwrite``
+        (then they are removed first, so no stale ledger is ever continued)."""
+        from federation.records import refuse_other_run
+
+        if not self.overwrite:
+            refuse_other_run(directory, None)
+            return
+        for name in RUN_FILES:
+            with checkpoint.writing(directory / name):
+                (directory / name).unlink(missing_ok=True)
 
     def _restore(self, optimizer: ServerOptimizer, rng: np.random.Generator) -> tuple[int, np.ndarray]:
         if self.checkpoint_dir is None:
@@ -218,6 +296,7 @@ class Federation:
         except CheckpointError:
             if not (self.checkpoint_dir / checkpoint.CHECKPOINT_NAME).exists():
                 log.info("no checkpoint in %s: starting from round 1", self.checkpoint_dir)
+                self._claim(self.checkpoint_dir)
                 return 0, get_vector(self.model)
             raise
         if state.config != self.fingerprint():
@@ -226,18 +305,21 @@ class Federation:
             raise CheckpointError(f"checkpoint is at round {state.round}, past the {self.config.rounds} asked for")
         optimizer.load_state(state.optimizer_state)
         rng.bit_generator.state = state.rng_state
-        self.history = [record_from_dict(h) for h in state.history]
+        if state.run_id:
+            self.run_id = self.history.run_id = state.run_id
+        self.history[:] = [record_from_dict(h) for h in state.history]
         set_vector(self.model, state.params)
         return state.round, state.params
 
     def _round(self, r: int, params: np.ndarray, optimizer: ServerOptimizer, rng: np.random.Generator,
                sample_size: int) -> tuple[RoundRecord, np.ndarray]:
-        cfg = self.config
+        cfg, aggregator = self.config, self.aggregator
+        assert aggregator is not None
         sampled = tuple(int(c) for c in np.sort(rng.choice(len(self.clients), sample_size, replace=False)))
         n_drop = int(round(cfg.dropout * sample_size))
         dropping = rng.choice(sampled, n_drop, replace=False) if n_drop else []
         # one uniform draw per dropout whatever the protocol, so every mode samples the same clients
-        drop_stage = {int(c): int(rng.random() * self.aggregator.stages) for c in dropping}
+        drop_stage = {int(c): int(rng.random() * aggregator.stages) for c in dropping}
         if self.privacy is not None:
             sampled = self.privacy.admit(r, sampled, self.clients)
         if not sampled:
@@ -246,7 +328,7 @@ class Federation:
             ctx = RoundContext.new(r, sampled, params.size, cfg.min_clients)
             seeds = {c: derive_seed(cfg.seed, r, c) for c in sampled}
             try:
-                outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, self.aggregator)
+                outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, aggregator)
             except SecAggError as err:  # a runtime's refusal of this one round (too few partners, ...)
                 outcome = RoundOutcome(None, abort(ctx, err), {}, 0.0)
         if self.privacy is not None:
@@ -260,34 +342,7 @@ class Federation:
         if self.test_data is not None:
             set_vector(self.model, params)
             loss, accuracy = evaluate(self.model, self.test_data, self.loss_fn)
-        reports = list(outcome.clients.values())
-        active = [c for c in reports if c.status is not ClientStatus.DROPPED] or reports or [ClientReport(-1)]
-        record = RoundRecord(
-            round=r,
-            status=RoundStatus.OK if outcome.result is not None else RoundStatus.ABORTED,
-            accuracy=accuracy,
-            loss=loss,
-            clients=list(sampled),
-            dropped=[c.client for c in reports if c.status is ClientStatus.DROPPED],
-            rejected=[c.client for c in reports if c.status is ClientStatus.REJECTED],
-            survivors=len(outcome.result.contributors) if outcome.result is not None else 0,
-            bytes_up=float(np.mean([c.bytes_up for c in active])),
-            bytes_down=float(np.mean([c.bytes_down for c in active])),
-            client_seconds=float(np.mean([c.seconds for c in active])),
-            server_seconds=server_seconds,
-            per_client=[{**{k: v for k, v in asdict(c).items() if k != "events"}, "status": c.status.value,
-                         "privacy_events": [e.describe() for e in c.events]} for c in reports],
-            privacy_events=[_describe_event(e) for e in outcome.events],
-            abort_reason=outcome.abort_reason,
-        )
-        return record, params
+        return round_record(r, sampled, outcome, server_seconds, accuracy, loss), params
 
 
-def _describe_event(event: object) -> dict[str, Any]:
-    if not isinstance(event, PrivacyEvent):
-        raise TypeError(f"aggregator emitted {type(event).__name__}, not a PrivacyEvent")
-    return event.describe()
-
-
-def record_from_dict(d: dict[str, Any]) -> RoundRecord:
-    return RoundRecord(**{**d, "status": RoundStatus(d["status"])})
+__all__ = ["Federation", "FederationConfig", "RoundRecord", "RoundStatus", "derive_seed", "evaluate"]

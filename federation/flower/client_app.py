@@ -18,8 +18,8 @@ from flwr.clientapp import ClientApp
 
 from dp.errors import DPError
 from federation.errors import ConfigError, FederationError
-from federation.experiment import (ExperimentConfig, SecureMode, ckks_params, local_client, masking_config,
-                                   min_contributions)
+from federation import protection
+from federation.experiment import ExperimentConfig, SecureMode, local_client
 from federation.flower.codec import decode_context, decode_directory, field, payload
 from federation.flower.enrolment import (Enrolment, check_key_holder_identity, pin, pinned_directory,
                                          pinned_public_key)
@@ -76,13 +76,13 @@ def hello(message: Message, context: Context) -> Message:
         if config.secure is not SecureMode.CKKS:
             raise ConfigError("a key-holder node is only needed with --secure ckks")
         _, weight_bound = local_client(config, 0)
-        params, state = ckks_params(config, weight_bound), node.get("key_holder")
+        params, state = protection.ckks_params(config.protection(), weight_bound), node.get("key_holder")
         if state is None:
-            holder = KeyHolder(params, {}, min_clients=min_contributions(config))
+            holder = KeyHolder(params, {}, min_clients=protection.min_contributions(config.min_clients))
             node.put("key_holder", holder.suspend())
             node.put_float("weight_bound", weight_bound)
         else:  # greeted again: the same key, never a new one the server could ask to have replaced
-            holder = KeyHolder.resume(state, params, {}, min_clients=min_contributions(config))
+            holder = KeyHolder.resume(state, params, {}, min_clients=protection.min_contributions(config.min_clients))
         identity = node.identity()
         return Message(payload(role=KEY_HOLDER_ROLE, public_key=holder.public_key, identity=identity.public_bytes(),
                                public_key_signature=identity.sign(public_key_payload(holder.public_key))),
@@ -151,7 +151,7 @@ def stage(message: Message, context: Context) -> Message:
     if config.secure is SecureMode.CKKS:
         session = CKKSClient.resume(state, ctx, _client_index(context), node.identity())
     else:
-        mcfg = masking_config(config, weight_bound)
+        mcfg = protection.masking_config(config.protection(), weight_bound)
         session = MaskingClient.resume(state, ctx, _client_index(context), mcfg,
                                        mcfg.encoder(ctx.dimension, len(ctx.clients)), node.identity(),
                                        decode_directory(node.get("directory") or b""))
@@ -171,8 +171,8 @@ def decrypt(message: Message, context: Context) -> Message:
     state, weight_bound = node.get("key_holder"), node.get_float("weight_bound")
     if state is None or weight_bound is None:
         raise ProtocolError("the key holder has no key: it was never greeted")
-    holder = KeyHolder.resume(state, ckks_params(config, weight_bound), pinned_directory(node),
-                              min_clients=min_contributions(config))
+    holder = KeyHolder.resume(state, protection.ckks_params(config.protection(), weight_bound), pinned_directory(node),
+                              min_clients=protection.min_contributions(config.min_clients))
     request = decode_request(field(message, "request", bytes))
     try:
         release = holder.decrypt(request)
@@ -184,10 +184,10 @@ def decrypt(message: Message, context: Context) -> Message:
 def _open_session(config: ExperimentConfig, weight_bound: float, ctx: RoundContext, index: int, node: NodeState,
                   update, weight: float) -> ClientSession:
     if config.secure is SecureMode.MASK:
-        mcfg = masking_config(config, weight_bound)
+        mcfg = protection.masking_config(config.protection(), weight_bound)
         return MaskingClient(ctx, index, update, weight, mcfg, mcfg.encoder(ctx.dimension, len(ctx.clients)),
                              node.identity(), decode_directory(node.get("directory") or b""))
     if config.secure is SecureMode.CKKS:
-        public = PublicContext(ckks_params(config, weight_bound), pinned_public_key(node))
+        public = PublicContext(protection.ckks_params(config.protection(), weight_bound), pinned_public_key(node))
         return CKKSClient(ctx, index, update, weight, public, node.identity())
     return PlaintextClient(ctx, index, update, weight)

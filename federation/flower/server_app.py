@@ -18,8 +18,8 @@ from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from federation.errors import ConfigError
-from federation.experiment import (ExperimentConfig, RemoteClients, SecureMode, build_federation, ckks_params,
-                                   masking_config)
+from federation import protection
+from federation.experiment import ExperimentConfig, RemoteClients, SecureMode, build_federation
 from federation.flower.codec import encode_directory, field, payload
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob, nodes_needed
 from federation.flower.runtime import FlowerRuntime, exchange
@@ -137,12 +137,12 @@ def enrol(grid: Grid, roster: Roster, timeout: float) -> None:
 def server_aggregator(config: ExperimentConfig, weight_bound: float, roster: Roster, grid: Grid,
                       timeout: float) -> Aggregator:
     if config.secure is SecureMode.MASK:
-        aggregator = MaskingAggregator(masking_config(config, weight_bound))
+        aggregator = MaskingAggregator(protection.masking_config(config.protection(), weight_bound))
         aggregator.identities = roster.identities
         return aggregator
     if config.secure is SecureMode.CKKS:
         assert roster.key_holder is not None and roster.public_key is not None
-        return CKKSAggregator.with_key_holder(ckks_params(config, weight_bound),
+        return CKKSAggregator.with_key_holder(protection.ckks_params(config.protection(), weight_bound),
                                               RemoteKeyHolder(grid, roster.key_holder, timeout),
                                               roster.public_key, roster.identities)
     return PlaintextAggregator()

@@ -1,0 +1,178 @@
+"""The one place that turns a protection mode and a DP mode into an aggregator stack.
+
+Everything that depends on the clients comes from :class:`Population` (the registered clients): the public
+bound on a client's weight, the fixed-point ring, the masking graph of a round, the fewest contributions a
+release needs, and the noise multiplier that reaches a target epsilon. :func:`check` refuses, before any
+training, a combination that cannot run; :func:`build` makes the stack. The in-process federation, the CLI,
+the benchmarks and the Flower apps all call these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from federation.config import CKKS, DPSGD, CentralDP, DistributedDP, Masking, Privacy, Protection
+from federation.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dp.dpsgd import DPSGDConfig
+    from dp.events import PrivacyEvent
+    from secagg.aggregation import Aggregator
+    from secagg.ckks import CKKSParams
+    from secagg.masking import MaskingConfig
+
+
+@dataclass(frozen=True)
+class Population:
+    """The registered clients as the stack sees them: each one's example count and batches per local epoch,
+    the clients sampled per round, the fewest contributions to release a round, and the run's length."""
+
+    examples: tuple[int, ...]
+    batches: tuple[int, ...]
+    per_round: int
+    min_clients: int = 1
+    rounds: int = 1
+    local_epochs: int = 1
+
+    @property
+    def clients(self) -> int:
+        return len(self.examples)
+
+
+def client_level(dp: Privacy) -> bool:
+    return isinstance(dp, (CentralDP, DistributedDP))
+
+
+def weight_bound(dp: Privacy, examples: tuple[int, ...] | list[int]) -> float:
+    """The public bound on one client's weight: its example count, or 1 under client-level DP (every client
+    weighs the same, so one client's influence is bounded by the clip)."""
+    return 1.0 if client_level(dp) else float(max(examples))
+
+
+def min_contributions(min_clients: int) -> int:
+    """Never release an aggregate of fewer than two (or ``min_clients``) contributions: the CKKS key holder's
+    policy, and the floor of distributed DP's noise shares."""
+    return max(2, min_clients)
+
+
+def masking_config(secure: Masking, bound: float) -> MaskingConfig:
+    from secagg.masking import MaskingConfig
+
+    return MaskingConfig(neighbors=secure.neighbors, threshold=secure.threshold,
+                         consistency_check=secure.consistency_check, clip=secure.clip,
+                         precision_bits=secure.precision_bits, max_weight=bound, quorum=secure.quorum)
+
+
+def ckks_params(secure: CKKS, bound: float) -> CKKSParams:
+    from secagg.ckks import CKKSParams
+
+    return CKKSParams(clip=secure.clip, max_weight=bound)
+
+
+def check(secure: Protection, dp: Privacy, population: Population) -> None:
+    """Refuse, before anyone trains, what this population cannot run under ``secure`` and ``dp``."""
+    from secagg.errors import SecAggError
+
+    if isinstance(dp, DistributedDP) and secure is None:
+        raise ConfigError("DistributedDP needs secure=Masking() or CKKS(): without secure aggregation the server "
+                          "sees each client's noised update, so the noise shares protect nothing")
+    if isinstance(dp, CentralDP) and dp.adaptive_quantile is not None and secure is not None and secure.clip < 0.5:
+        raise ConfigError("adaptive clipping sends each client's bit as +-0.5: the encoding clip must be >= 0.5")
+    bound = weight_bound(dp, population.examples)
+    try:
+        if isinstance(secure, Masking):
+            config = masking_config(secure, bound)
+            config.encoder(1, population.clients)  # a ring too small for this many clients
+            config.plan(population.per_round)  # degree and threshold of a round
+        elif isinstance(secure, CKKS):
+            ckks_params(secure, bound).check_clients(population.clients)
+    except SecAggError as err:
+        raise ConfigError(f"{type(secure).__name__}: {err}") from None
+    if isinstance(dp, DistributedDP) and population.per_round < min_contributions(population.min_clients):
+        raise ConfigError(f"DistributedDP needs at least {min_contributions(population.min_clients)} clients per "
+                          f"round (each adds a share of the noise), got {population.per_round}")
+
+
+def check_explicit(aggregator: Aggregator, dp: Privacy, population: Population) -> None:
+    """An aggregator passed in explicitly must accept every registered client's weight: refused here, before
+    training, rather than every client being rejected in every round."""
+    bound = getattr(getattr(aggregator, "config", None), "max_weight", None)
+    bound = getattr(getattr(aggregator, "params", None), "max_weight", bound)
+    bound = getattr(aggregator, "max_weight", bound)
+    needed = weight_bound(dp, population.examples)
+    if bound is not None and needed > bound:
+        raise ConfigError(f"{type(aggregator).__name__} accepts client weights up to {bound}, but a client has "
+                          f"{needed:g} examples: pass secure=Masking() or CKKS() so the bound is derived from the "
+                          f"clients, or make the aggregator with max_weight >= {needed:g}")
+
+
+def noise_multiplier(dp: DPSGD | CentralDP | DistributedDP, population: Population) -> float:
+    """``dp.noise_multiplier``, or the smallest one that keeps every client within ``dp.target_epsilon`` after
+    every round (RDP). DP-SGD: Opacus samples each batch at rate 1 / batches per epoch, so the client with the
+    fewest batches is the binding one. Client-level DP: no sampling amplification is claimed (clients are
+    drawn without replacement, not by Poisson sampling)."""
+    if dp.noise_multiplier is not None:
+        return float(dp.noise_multiplier)
+    from opacus.accountants.utils import get_noise_multiplier
+
+    if isinstance(dp, DPSGD):
+        batches = min(population.batches)
+        rate, steps = 1.0 / batches, population.rounds * population.local_epochs * batches
+    else:
+        rate, steps = 1.0, population.rounds
+    return float(get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta, sample_rate=rate,
+                                      steps=steps, accountant="rdp"))
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What a federation runs with: the server's aggregator (client-level DP wrapped around the protection
+    mode), the DP-SGD settings its clients train with, and the client-level events a round will emit."""
+
+    aggregator: Aggregator
+    dp_sgd: DPSGDConfig | None = None
+    planned_population: tuple[PrivacyEvent, ...] = ()
+    noise_multiplier: float | None = None
+
+
+def protection_aggregator(secure: Protection, bound: float, min_clients: int) -> Aggregator:
+    """The protection mode alone, for clients whose weight is at most ``bound`` (all parties in this process)."""
+    from secagg.ckks import CKKSAggregator
+    from secagg.masking import MaskingAggregator
+    from secagg.plaintext import PlaintextAggregator
+
+    if isinstance(secure, Masking):
+        return MaskingAggregator(masking_config(secure, bound))
+    if isinstance(secure, CKKS):
+        return CKKSAggregator(ckks_params(secure, bound), min_clients=min_contributions(min_clients))
+    return PlaintextAggregator(max_weight=bound)
+
+
+def build(secure: Protection, dp: Privacy, population: Population, inner: Aggregator | None = None) -> Stack:
+    """Check, then stack: ``inner`` (default :func:`protection_aggregator`) under client-level DP if any."""
+    from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode
+    from dp.dpsgd import DPSGDConfig
+    from dp.errors import InvalidPrivacyParameter
+    from dp.events import GaussianEvent
+
+    check(secure, dp, population)
+    if inner is None:
+        inner = protection_aggregator(secure, weight_bound(dp, population.examples), population.min_clients)
+    if dp is None:
+        return Stack(inner)
+    z = noise_multiplier(dp, population)
+    try:
+        if isinstance(dp, DPSGD):
+            return Stack(inner, DPSGDConfig(z, dp.max_grad_norm, dp.secure_mode), (), z)
+        adaptive = None
+        if isinstance(dp, CentralDP) and dp.adaptive_quantile is not None:
+            from dp.adaptive import AdaptiveClipping
+
+            count_noise = max(z, population.per_round / 20) if dp.count_noise is None else dp.count_noise
+            adaptive = AdaptiveClipping(dp.adaptive_quantile, count_noise, dp.clip_learning_rate)
+        mode = ClientLevelMode.CENTRAL if isinstance(dp, CentralDP) else ClientLevelMode.DISTRIBUTED
+        level = ClientLevelDP(z, dp.clip, mode, min_contributions(population.min_clients), adaptive)
+    except InvalidPrivacyParameter as err:
+        raise ConfigError(str(err)) from None
+    return Stack(ClientLevelDPAggregator(inner, level), None, (GaussianEvent(z),), z)
