@@ -139,7 +139,7 @@ def test_default_job_reaches_target_accuracy(tmp_path):
 
 
 def test_flower_job_keeps_the_job_options_and_drops_the_runtime_ones():
-    from federation.cli import job_options
+    from federation.flower.command import job_options
 
     argv = ["run", "--runtime", "flower", "--secure", "mask", "--stage-timeout=30", "--superlink", "h:1",
             "--rounds", "2", "--resume"]
