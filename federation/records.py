@@ -200,7 +200,6 @@ class History(list):
 
 def refuse_other_run(directory: Path, run_id: str | None = None) -> None:
     """Refuse ``directory`` when it holds the files of another run than ``run_id`` (None: of any run)."""
-
     present = [name for name in RUN_FILES if (directory / name).exists()]
     if not present:
         return

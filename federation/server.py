@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
