@@ -79,16 +79,22 @@ def check(secure: Protection, dp: Privacy, population: Population) -> None:
                           "sees each client's noised update, so the noise shares protect nothing")
     if isinstance(dp, CentralDP) and dp.adaptive_quantile is not None and secure is not None and secure.clip < 0.5:
         raise ConfigError("adaptive clipping sends each client's bit as +-0.5: the encoding clip must be >= 0.5")
-    bound = weight_bound(dp, population.examples)
+    bound, needed = weight_bound(dp, population.examples), 0
     try:
         if isinstance(secure, Masking):
             config = masking_config(secure, bound)
             config.encoder(1, population.clients)  # a ring too small for this many clients
             config.plan(population.per_round)  # degree and threshold of a round
+            needed = config.min_key_list(population.per_round, population.min_clients)
         elif isinstance(secure, CKKS):
             ckks_params(secure, bound).check_clients(population.clients)
+            needed = min_contributions(population.min_clients)
     except SecAggError as err:
         raise ConfigError(f"{type(secure).__name__}: {err}") from None
+    if population.per_round < needed:
+        raise ConfigError(f"{type(secure).__name__} needs at least {needed} clients per round (a secure sum of "
+                          f"fewer would reveal them, given min_clients={population.min_clients}), but "
+                          f"{population.per_round} are sampled")
     if isinstance(dp, DistributedDP) and population.per_round < min_contributions(population.min_clients):
         raise ConfigError(f"DistributedDP needs at least {min_contributions(population.min_clients)} clients per "
                           f"round (each adds a share of the noise), got {population.per_round}")
