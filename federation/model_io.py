@@ -50,7 +50,7 @@ def load_model(path: Path | str, model: nn.Module | None = None) -> tuple[dict[s
                      for name, dtype in meta["dtypes"].items()}
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError, AttributeError, TypeError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, KeyError, ValueError, AttributeError, TypeError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path}: not a saved model ({type(err).__name__}: {err})") from None
     if model is not None:
         try:
