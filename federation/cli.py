@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--superlink: CA certificate (PEM) that signed the SuperLink's TLS certificate")
     run.add_argument("--stage-timeout", type=float, default=120.0,
                      help="--runtime flower: seconds to wait for a stage's answers before counting clients dropped")
+    run.add_argument("--app", default=None, metavar="MODULE",
+                     help="--runtime flower: module with your own model, data and training function, imported on "
+                          "every node (see federation/flower/app_template.py; default: the built-in job)")
 
     bench = commands.add_parser("bench", help="measure the overhead of each protection mode",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -262,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if RuntimeName(args.runtime) is RuntimeName.FLOWER:
             from federation.flower.command import flower_command
 
-            return flower_command(args, config_from_args(args), list(argv) if argv is not None else sys.argv[1:])
+            return flower_command(args, config_from_args(args))
         return run_command(args)
     except OutputError as err:
         hint = "; the last checkpoint is kept: --resume continues from it" if args.command == "run" else ""

@@ -1,8 +1,15 @@
-"""The run configuration a Flower run carries: the same ``secagg run`` options on every node."""
+"""The run configuration a Flower run carries: the job's settings as JSON, the same on every node.
+
+``config`` is :meth:`ExperimentConfig.to_dict` as JSON; ``app`` names the module with the user's own model,
+data and training function (see :mod:`federation.flower.userapp`; empty: the built-in job); ``out``,
+``stage-timeout`` and ``connect-timeout`` are the runtime's own settings.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,16 +19,19 @@ from federation.errors import ConfigError
 from federation.experiment import ExperimentConfig, SecureMode
 
 KEY_HOLDER_ROLE = "key-holder"
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 @dataclass(frozen=True)
 class FlowerJob:
-    """``argv``: the ``secagg run`` options; ``out``: where the ServerApp writes results (on the SuperLink's
-    machine); ``stage_timeout``: seconds the server waits for a stage's answers before counting the silent
-    clients as dropped; ``connect_timeout``: seconds it waits for every SuperNode to connect."""
+    """``config``: the job's settings; ``out``: where the ServerApp writes results (on the SuperLink's
+    machine); ``app``: the module path of the user's app (None: the built-in job); ``stage_timeout``: seconds
+    the server waits for a stage's answers before counting the silent clients as dropped;
+    ``connect_timeout``: seconds it waits for every SuperNode to connect."""
 
-    argv: tuple[str, ...]
+    config: ExperimentConfig
     out: Path
+    app: str | None = None
     stage_timeout: float = 120.0
     connect_timeout: float = 120.0
 
@@ -29,27 +39,35 @@ class FlowerJob:
         for name in ("stage_timeout", "connect_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be positive seconds, got {getattr(self, name)}")
+        if self.app is not None and not _MODULE.fullmatch(self.app):
+            raise ConfigError(f"app {self.app!r} is not a module path (like mypackage.fedjob)")
+        check_supported(self.config)
 
     @classmethod
     def from_context(cls, context: Context) -> FlowerJob:
+        """The job a Flower run carries; the configuration is parsed once per JSON text, not per message."""
         rc = context.run_config
         try:
-            argv = json.loads(str(rc["argv"]))
-            return cls(tuple(str(a) for a in argv), Path(str(rc["out"])), float(rc["stage-timeout"]),
+            config, app = str(rc["config"]), str(rc.get("app", ""))
+            return cls(parse_config(config), Path(str(rc["out"])), app or None, float(rc["stage-timeout"]),
                        float(rc["connect-timeout"]))
         except (KeyError, ValueError, TypeError) as err:
             raise ConfigError(f"bad run configuration: {err}") from None
 
     def run_config(self) -> dict[str, str | float]:
-        return {"argv": json.dumps(list(self.argv)), "out": str(self.out), "stage-timeout": self.stage_timeout,
-                "connect-timeout": self.connect_timeout}
+        """What ``flwr run --run-config`` carries (flat strings and numbers)."""
+        return {"config": json.dumps(self.config.to_dict(), sort_keys=True), "app": self.app or "",
+                "out": str(self.out), "stage-timeout": self.stage_timeout, "connect-timeout": self.connect_timeout}
 
-    def experiment(self) -> ExperimentConfig:
-        from federation.cli import build_parser, config_from_args
 
-        config = config_from_args(build_parser().parse_args(["run", *self.argv]))
-        check_supported(config)
-        return config
+@functools.lru_cache(maxsize=8)
+def parse_config(text: str) -> ExperimentConfig:
+    """The configuration a run's JSON holds; :class:`ConfigError` if it is not JSON or not a configuration."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"the run configuration is not JSON: {err}") from None
+    return ExperimentConfig.from_dict(document)
 
 
 def check_supported(config: ExperimentConfig) -> None:

@@ -138,12 +138,19 @@ def test_default_job_reaches_target_accuracy(tmp_path):
     assert doc["final"]["accuracy"] >= 0.93
 
 
-def test_flower_job_keeps_the_job_options_and_drops_the_runtime_ones():
-    from federation.flower.command import job_options
+def test_flower_job_carries_the_parsed_configuration_and_the_app(tmp_path):
+    pytest.importorskip("flwr")
+    from flwr.app import Context, RecordDict
 
-    argv = ["run", "--runtime", "flower", "--secure", "mask", "--stage-timeout=30", "--superlink", "h:1",
-            "--rounds", "2", "--resume"]
-    assert job_options(argv) == ("--secure", "mask", "--rounds", "2")
+    from federation.cli import build_parser, config_from_args
+    from federation.flower.job import FlowerJob
+
+    args = build_parser().parse_args(["run", "--runtime", "flower", "--secure", "mask", "--stage-timeout=30",
+                                      "--superlink", "h:1", "--rounds", "2", "--app", "mypackage.fedjob"])
+    job = FlowerJob(config_from_args(args), tmp_path, app=args.app, stage_timeout=args.stage_timeout)
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=job.run_config())
+    assert FlowerJob.from_context(context) == job
+    assert job.config.rounds == 2 and job.config.secure.value == "mask" and job.stage_timeout == 30
 
 
 def test_flower_run_refuses_a_missing_ca_file(tmp_path, capsys):
