@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,15 +9,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from federation.errors import DataError
+from federation.modes import DatasetName  # re-exported: its old home
 
 
 DIGITS_SCALE = 1.0 / 16.0  # pixel intensities 0..16 to [0, 1]
-
-
-class DatasetName(enum.Enum):
-    DIGITS = "digits"
-    BREAST_CANCER = "breast_cancer"
-    SYNTHETIC = "synthetic"
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from federation.errors import DataError
+from federation.modes import PartitionScheme  # re-exported: its old home
 
 _MAX_TRIES = 1000
-
-
-class PartitionScheme(enum.Enum):
-    IID = "iid"
-    DIRICHLET = "dirichlet"
-    QUANTITY = "quantity"
 
 
 def iid_partition(num_samples: int, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
