@@ -1,11 +1,14 @@
 """Client-level DP around any aggregator (DP-FedAvg, McMahan et al. 2018): clip, noise, then secure sum.
 
 ``CENTRAL``: clients clip their update to L2 norm C; the server adds N(0, (z C)^2) to the sum of the clipped
-updates after aggregation (it is trusted to do so). ``DISTRIBUTED``: each client adds its share of the
+updates after aggregation (it is trusted to do so); under masking, C becomes the norm a client's fixed-point
+encoding can reach, ``C + sqrt(d) / scale`` (rounding moves each coordinate by less than one step). ``DISTRIBUTED``: each client adds its share of the
 noise before its update is hidden, so the recovered sum carries at least the target noise whenever
 m = min_clients survive, and the server never sees an unnoised sum:
 
-- under CKKS (or any aggregator of reals), the share is continuous N(0, (z C)^2 / m);
+- under CKKS (or any aggregator of reals), the share is continuous N(0, (z C)^2 / m); CKKS clips every
+  coordinate to its encoding range, so its clients add the share after that clip (``CKKSParams.noise_sigma``,
+  checked here), and nothing ever clips the noise;
 - under pairwise masking, which sums integers in a ring, the share is discrete Gaussian N_Z(0, s^2) added
   to the fixed-point encoding (Kairouz, Liu, Steinke 2021), ``s = z D / sqrt(m)`` where D bounds the L2
   norm of one client's encoding in ring units (``scale * C`` plus the rounding, see
@@ -78,6 +81,16 @@ class ClientLevelDPAggregator:
     def __init__(self, inner: Aggregator, dp: ClientLevelDP) -> None:
         self.inner, self.dp = inner, dp
         self.clip = dp.clip
+        self._inner_noises = False
+        share = getattr(getattr(inner, "params", None), "noise_sigma", None)
+        if dp.mode is ClientLevelMode.DISTRIBUTED and share is not None:
+            # an aggregator that clips every coordinate (CKKS) must add the share itself, after its clip
+            expected = dp.noise_multiplier * dp.clip / math.sqrt(dp.min_clients)
+            if not math.isclose(share, expected, rel_tol=1e-9):
+                raise InvalidPrivacyParameter(
+                    f"{type(inner).__name__} clips each coordinate, so it must add the noise share itself, after "
+                    f"its clip: make it with noise_sigma = z C / sqrt(m) = {expected:.6g}, not {share:.6g}")
+            self._inner_noises = True
 
     @property
     def stages(self) -> int:
@@ -88,7 +101,7 @@ class ClientLevelDPAggregator:
         inner, ring = self._for_round(ctx)
         update = np.asarray(update, dtype=np.float32)
         clipped = clip_l2(update, self.clip).astype(np.float64)
-        if self.dp.mode is ClientLevelMode.DISTRIBUTED and ring is None:
+        if self.dp.mode is ClientLevelMode.DISTRIBUTED and ring is None and not self._inner_noises:
             sigma = self.dp.noise_multiplier * self.clip / np.sqrt(self.dp.min_clients)
             clipped += secure_gaussian(clipped.size, sigma)
         if self.dp.adaptive is not None:  # the bit b - 1/2: was the update within the clip?
@@ -99,7 +112,15 @@ class ClientLevelDPAggregator:
     def server_session(self, ctx: RoundContext) -> ServerSession:
         ctx = self._inner_context(ctx)
         inner, ring = self._for_round(ctx)
-        return _DPServer(inner.server_session(ctx), self, ring)
+        return _DPServer(inner.server_session(ctx), self, ring, self._central_sensitivity(ctx))
+
+    def _central_sensitivity(self, ctx: RoundContext) -> float:
+        """The L2 sensitivity the central noise must cover: the clip, or, under masking, the norm one client's
+        fixed-point encoding can reach (the clip plus its rounding, :meth:`FixedPointEncoder.l2_sensitivity`)."""
+        if self.dp.mode is ClientLevelMode.CENTRAL and isinstance(self.inner, MaskingAggregator):
+            encoder = self.inner.encoder(ctx)
+            return encoder.l2_sensitivity(self.clip) / encoder.scale
+        return self.clip
 
     def _inner_context(self, ctx: RoundContext) -> RoundContext:
         """Distributed: at least ``min_clients`` contributions. Adaptive: one more coordinate, the bit."""
@@ -119,8 +140,9 @@ class ClientLevelDPAggregator:
 
 
 class _DPServer:
-    def __init__(self, inner: ServerSession, owner: ClientLevelDPAggregator, ring: FixedPointEncoder | None) -> None:
-        self.inner, self.owner, self.ring = inner, owner, ring
+    def __init__(self, inner: ServerSession, owner: ClientLevelDPAggregator, ring: FixedPointEncoder | None,
+                 sensitivity: float) -> None:
+        self.inner, self.owner, self.ring, self.sensitivity = inner, owner, ring, sensitivity
         self.dp, self.clip = owner.dp, owner.clip  # the clip this round's clients use
 
     @property
@@ -147,7 +169,7 @@ class _DPServer:
                 self.owner.clip = self.dp.adaptive.next_clip(self.clip, count / k)
             else:
                 z_update = z
-            mean = ((total + secure_gaussian(total.size, z_update * self.clip)) / k).astype(np.float32)
+            mean = ((total + secure_gaussian(total.size, z_update * self.sensitivity)) / k).astype(np.float32)
             event = GaussianEvent(z)
         elif self.ring is not None:
             event = DistributedDiscreteGaussianEvent(z, k, self.dp.min_clients, self.ring.noise_sigma,

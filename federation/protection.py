@@ -9,6 +9,7 @@ the benchmarks and the Flower apps all call these.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,11 +17,16 @@ from federation.config import CKKS, DPSGD, CentralDP, DistributedDP, Masking, Pr
 from federation.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from dp.dpsgd import DPSGDConfig
     from dp.events import PrivacyEvent
-    from secagg.aggregation import Aggregator
+    from secagg.aggregation import Aggregator, ClientSession, RoundContext
     from secagg.ckks import CKKSParams
+    from secagg.ckks.protocol import KeyHolderPort
+    from secagg.identity import IdentityRegistry
     from secagg.masking import MaskingConfig
+    from secagg.primitives.keys import SigningKey
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,11 @@ def masking_config(secure: Masking, bound: float) -> MaskingConfig:
                          precision_bits=secure.precision_bits, max_weight=bound, quorum=secure.quorum)
 
 
-def ckks_params(secure: CKKS, bound: float) -> CKKSParams:
+def ckks_params(secure: CKKS, bound: float, noise_sigma: float = 0.0) -> CKKSParams:
+    """``noise_sigma``: distributed DP's noise share, added by each client after its clip (never clipped)."""
     from secagg.ckks import CKKSParams
 
-    return CKKSParams(clip=secure.clip, max_weight=bound)
+    return CKKSParams(clip=secure.clip, max_weight=bound, noise_sigma=noise_sigma)
 
 
 def check(secure: Protection, dp: Privacy, population: Population) -> None:
@@ -142,8 +149,10 @@ class Stack:
     noise_multiplier: float | None = None
 
 
-def protection_aggregator(secure: Protection, bound: float, min_clients: int) -> Aggregator:
-    """The protection mode alone, for clients whose weight is at most ``bound`` (all parties in this process)."""
+def protection_aggregator(secure: Protection, bound: float, min_clients: int, noise_sigma: float = 0.0
+                          ) -> Aggregator:
+    """The protection mode alone, for clients whose weight is at most ``bound`` (all parties in this process);
+    ``noise_sigma``: CKKS clients' distributed-DP noise share (masking puts its own on the ring)."""
     from secagg.ckks import CKKSAggregator
     from secagg.masking import MaskingAggregator
     from secagg.plaintext import PlaintextAggregator
@@ -151,7 +160,7 @@ def protection_aggregator(secure: Protection, bound: float, min_clients: int) ->
     if isinstance(secure, Masking):
         return MaskingAggregator(masking_config(secure, bound))
     if isinstance(secure, CKKS):
-        return CKKSAggregator(ckks_params(secure, bound), min_clients=min_contributions(min_clients))
+        return CKKSAggregator(ckks_params(secure, bound, noise_sigma), min_clients=min_contributions(min_clients))
     return PlaintextAggregator(max_weight=bound)
 
 
@@ -163,11 +172,16 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
     from dp.events import GaussianEvent
 
     check(secure, dp, population)
+    z = noise_multiplier(dp, population) if dp is not None else None
     if inner is None:
-        inner = protection_aggregator(secure, weight_bound(dp, population.examples), population.min_clients)
-    if dp is None:
+        sigma = 0.0
+        if isinstance(dp, DistributedDP) and isinstance(secure, CKKS):  # the noise share, after the clip
+            assert z is not None
+            sigma = z * dp.clip / math.sqrt(min_contributions(population.min_clients))
+        inner = protection_aggregator(secure, weight_bound(dp, population.examples), population.min_clients,
+                                      sigma)
+    if dp is None or z is None:
         return Stack(inner)
-    z = noise_multiplier(dp, population)
     try:
         if isinstance(dp, DPSGD):
             return Stack(inner, DPSGDConfig(z, dp.max_grad_norm, dp.secure_mode), (), z)
@@ -182,3 +196,62 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
     except InvalidPrivacyParameter as err:
         raise ConfigError(str(err)) from None
     return Stack(ClientLevelDPAggregator(inner, level), None, (GaussianEvent(z),), z)
+
+
+# The protection mode with the parties in other processes (a distributed runtime): the server's side, and each
+# client's side of one round. Identity keys are the parties' own; the CKKS key holder is another party.
+
+def remote_aggregator(secure: Protection, bound: float, identities: IdentityRegistry,
+                      key_holder: KeyHolderPort | None = None, public_key: bytes | None = None) -> Aggregator:
+    """The server's side for remote clients whose identity keys are in ``identities`` and whose weight is at
+    most ``bound``; with :class:`CKKS`, the key holder is reached through ``key_holder`` (its signed
+    ``public_key`` is what the clients encrypt to)."""
+    from secagg.ckks import CKKSAggregator
+    from secagg.masking import MaskingAggregator
+    from secagg.plaintext import PlaintextAggregator
+
+    if isinstance(secure, Masking):
+        aggregator = MaskingAggregator(masking_config(secure, bound))
+        aggregator.identities = identities
+        return aggregator
+    if isinstance(secure, CKKS):
+        if key_holder is None or public_key is None:
+            raise ConfigError("CKKS with remote clients needs the key holder and its public key")
+        return CKKSAggregator.with_key_holder(ckks_params(secure, bound), key_holder, public_key, identities)
+    return PlaintextAggregator(max_weight=bound)
+
+
+def client_session(secure: Protection, bound: float, ctx: RoundContext, index: int, update: np.ndarray,
+                   weight: float, identity: SigningKey, directory: dict[int, bytes],
+                   public_key: bytes | None = None) -> ClientSession:
+    """Client ``index``'s side of round ``ctx`` in its own process: its ``identity`` key, the pinned identity
+    ``directory`` (masking) and the key holder's pinned ``public_key`` (CKKS)."""
+    from secagg.ckks import PublicContext
+    from secagg.ckks.protocol import CKKSClient
+    from secagg.masking.client import MaskingClient
+    from secagg.plaintext import PlaintextClient
+
+    if isinstance(secure, Masking):
+        config = masking_config(secure, bound)
+        return MaskingClient(ctx, index, update, weight, config, config.encoder(ctx.dimension, len(ctx.clients)),
+                             identity, directory)
+    if isinstance(secure, CKKS):
+        if public_key is None:
+            raise ConfigError("a CKKS client needs the key holder's public key")
+        return CKKSClient(ctx, index, update, weight, PublicContext(ckks_params(secure, bound), public_key), identity)
+    return PlaintextClient(ctx, index, update, weight, max_weight=bound)
+
+
+def resume_client_session(secure: Masking | CKKS, bound: float, state: bytes, ctx: RoundContext, index: int,
+                          identity: SigningKey, directory: dict[int, bytes]) -> ClientSession:
+    """The multi-stage session :func:`client_session` opened and the client suspended (its own bytes)."""
+    from secagg.ckks.protocol import CKKSClient
+    from secagg.masking.client import MaskingClient
+
+    if isinstance(secure, Masking):
+        config = masking_config(secure, bound)
+        return MaskingClient.resume(state, ctx, index, config, config.encoder(ctx.dimension, len(ctx.clients)),
+                                    identity, directory)
+    if isinstance(secure, CKKS):
+        return CKKSClient.resume(state, ctx, index, identity)
+    raise ConfigError("a plaintext session has a single stage: there is nothing to resume")

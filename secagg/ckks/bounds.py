@@ -3,14 +3,16 @@
 A client encrypts ``alpha * clip(x)`` and ``alpha`` with ``alpha`` in (0, 1], so the exact sum of k
 contributions has a weight fraction ``W`` in (0, k] and every coordinate within ``[-W clip, W clip]``. The
 release differs from the exact sum by the flooding noise, the release rounding and CKKS's own error; the
-tolerance below covers 12 standard deviations of the first and generous bounds of the others.
+tolerance below covers 12 standard deviations of the first and generous bounds of the others. Under
+distributed DP each client adds N(0, noise_sigma^2) after its clip; their sum is allowed NOISE_TAIL standard
+deviations (sqrt(k) noise_sigma each), exceeded with probability below 2^-100 per coordinate.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from secagg.ckks.params import CKKSParams
+from secagg.ckks.params import NOISE_TAIL, CKKSParams
 from secagg.ckks.request import Release
 from secagg.errors import AggregateOutOfRange
 
@@ -32,7 +34,8 @@ def check_release(release: Release, contributors: int, params: CKKSParams) -> No
     values = np.asarray(release.weighted_sum)
     if not np.isfinite(values).all():
         raise AggregateOutOfRange("released weighted sum has NaN or infinite values")
-    limit = (weight + tol) * params.clip + tol
+    noise = NOISE_TAIL * params.noise_sigma * np.sqrt(contributors)  # distributed DP's noise shares, summed
+    limit = (weight + tol) * params.clip + tol + noise
     if values.size and np.abs(values).max() > limit:
-        raise AggregateOutOfRange(f"released weighted sum exceeds {limit:.6g} = (weight + tolerance) * clip, "
-                                  f"what {contributors} clipped contributions can produce")
+        raise AggregateOutOfRange(f"released weighted sum exceeds {limit:.6g} = (weight + tolerance) * clip "
+                                  f"+ noise tail, what {contributors} clipped contributions can produce")

@@ -14,6 +14,8 @@ import tenseal.sealapi as seal
 
 from secagg.errors import ConfigurationError
 
+NOISE_TAIL = 15.0  # P(|N(0, 1)| > 15) < 2^-165
+
 # Homomorphic Encryption Standard (2018), ternary secrets, classical 128-bit security: max total log2 q.
 MAX_LOG_Q_128 = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
@@ -23,6 +25,8 @@ class CKKSParams:
     """``poly_modulus_degree`` N (N/2 complex slots, two reals each), primes in bits, scale 2^scale_bits.
 
     ``clip`` bounds each update coordinate; ``max_weight`` is the public bound on a client's weight.
+    ``noise_sigma``: each client adds N(0, noise_sigma^2) to every weighted coordinate *after* clipping, so
+    nothing clips the noise (distributed DP, :mod:`dp.clipping`); 0 adds none.
     ``flood_bits``: the key holder adds Gaussian noise of standard deviation 2^-flood_bits to every
     decrypted coordinate and ``release_bits`` rounds the result to a grid of 2^-release_bits before release
     (see docs/threat-model.md for the bound).
@@ -35,6 +39,7 @@ class CKKSParams:
     max_weight: float = 1.0
     flood_bits: int = 24
     release_bits: int = 30
+    noise_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         n = self.poly_modulus_degree
@@ -49,6 +54,8 @@ class CKKSParams:
             raise ConfigurationError(f"scale_bits {self.scale_bits} must be in [10, {self.coeff_bits[0] - 1})")
         if not (math.isfinite(self.clip) and self.clip > 0 and math.isfinite(self.max_weight) and self.max_weight > 0):
             raise ConfigurationError("clip and max_weight must be finite and positive")
+        if not (math.isfinite(self.noise_sigma) and self.noise_sigma >= 0):
+            raise ConfigurationError(f"noise_sigma must be finite and non-negative, got {self.noise_sigma}")
         if not 0 < self.flood_bits <= self.release_bits <= self.scale_bits:
             raise ConfigurationError("need 0 < flood_bits <= release_bits <= scale_bits")
 
@@ -60,9 +67,16 @@ class CKKSParams:
     def scale(self) -> float:
         return 2.0**self.scale_bits
 
+    @property
+    def magnitude(self) -> float:
+        """A bound on one encrypted coordinate: the clip, plus :data:`NOISE_TAIL` standard deviations of the
+        distributed-DP noise a client adds after clipping (exceeded with probability below 2^-100 per
+        coordinate; an aggregate that does is refused, never released, see :mod:`secagg.ckks.bounds`)."""
+        return self.clip + NOISE_TAIL * self.noise_sigma
+
     def max_clients(self) -> int:
         """The most summands whose sum cannot wrap around q0."""
-        return int(2.0 ** (self.coeff_bits[0] - 1 - self.scale_bits) / self.clip)
+        return int(2.0 ** (self.coeff_bits[0] - 1 - self.scale_bits) / self.magnitude)
 
     def check_clients(self, clients: int) -> None:
         if clients > self.max_clients():

@@ -27,6 +27,7 @@ from secagg.envelopes import open_envelope, seal_envelope
 from secagg.errors import MessageError, ProtocolError, UpdateRejected
 from secagg.identity import IdentityRegistry
 from secagg.primitives.keys import SigningKey
+from secagg.primitives.noise import secure_gaussian
 from secagg.wire import SERVER_ID, BodyReader, BodyWriter, MessageKind
 
 __all__ = ["CKKSAggregator", "CKKSClient", "CKKSServer", "KeyHolderPort", "weighted_values"]
@@ -35,7 +36,8 @@ _STATE_FORMAT = 1
 
 
 def weighted_values(update: np.ndarray, weight: float, params: CKKSParams, dimension: int) -> np.ndarray:
-    """``[alpha * clip(x), alpha]`` with ``alpha = weight / max_weight``, after checking the update."""
+    """``[alpha * clip(x) + noise, alpha]`` with ``alpha = weight / max_weight``, after checking the update; the
+    noise, N(0, noise_sigma^2) per coordinate (distributed DP), comes after the clip, which never touches it."""
     if update.shape != (dimension,):
         raise UpdateRejected(f"update of shape {update.shape}, expected ({dimension},)")
     if not np.isfinite(update).all():
@@ -46,6 +48,8 @@ def weighted_values(update: np.ndarray, weight: float, params: CKKSParams, dimen
     values = np.empty(dimension + 1)
     np.clip(update, -params.clip, params.clip, out=values[:-1])
     values[:-1] *= alpha
+    if params.noise_sigma > 0 and dimension:
+        values[:-1] += secure_gaussian(dimension, params.noise_sigma)
     values[-1] = alpha
     return values
 
