@@ -8,15 +8,21 @@ population's epsilon is the largest client's, since each example belongs to one 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from dp.errors import DPError
 from dp.events import PrivacyEvent
 from dp.ledger import LEDGER_NAME, POPULATION, Party, PrivacyLedger, finite
 from federation.checkpoint import writing
+from federation.errors import CheckpointError
 from federation.client import FederatedClient
 from federation.runtime import RoundOutcome
+
+if TYPE_CHECKING:
+    from federation.records import RoundRecord
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +44,36 @@ class PrivacyBook:
     def path(self) -> Path | None:
         return self.directory / LEDGER_NAME if self.directory is not None else None
 
-    def resume(self) -> None:
-        """Continue the ledger on disk, if there is one: spent budget is never forgotten."""
-        if self.path is not None and self.path.exists():
+    def resume(self, completed: Sequence[RoundRecord]) -> None:
+        """Continue the ledger on disk after the checkpoint's ``completed`` rounds: spent budget is never
+        forgotten. A missing, unreadable or stale ledger (one that lacks releases the checkpoint shows) is
+        refused with :class:`CheckpointError`; entries of the one round after the checkpoint (committed, then
+        the process died before its checkpoint) are kept, and that round's rerun is charged again."""
+        expected = {r.round: expected_entries(r) for r in completed}
+        expected = {r: n for r, n in expected.items() if n}
+        if self.path is None or not self.path.exists():
+            if expected:
+                raise CheckpointError(
+                    f"the checkpoint holds {len(expected)} rounds with privacy releases but there is no ledger "
+                    f"({self.path}): resuming would forget their budget; restore the ledger.json of this run")
+            return
+        try:
             on_disk = PrivacyLedger.load(self.path)
-            on_disk.delta, on_disk.max_epsilon = self.ledger.delta, self.ledger.max_epsilon
-            self.ledger = on_disk
+        except DPError as err:
+            raise CheckpointError(f"cannot resume: {err}; restore the ledger.json of this run") from None
+        found = Counter(r for r, _, _ in on_disk.entries)
+        done = max((r.round for r in completed), default=0)
+        wrong = sorted(r for r in set(expected) | {r for r in found if r <= done} if found[r] != expected.get(r, 0))
+        later = sorted(r for r in found if r > done + 1)
+        if wrong or later:
+            raise CheckpointError(
+                f"the ledger does not match the checkpoint's {done} completed rounds (rounds {wrong + later} "
+                "differ): it belongs to another run or an older state of this one; restore the matching ledger")
+        if found.get(done + 1):
+            log.warning("round %d was charged to the ledger before the run stopped; it is charged again when "
+                        "it runs now (over-counting, never under-counting)", done + 1)
+        on_disk.delta, on_disk.max_epsilon = self.ledger.delta, self.ledger.max_epsilon
+        self.ledger = on_disk
 
     def population_allows_another_round(self) -> bool:
         if self.planned_population and not self.ledger.within_budget(POPULATION, self.planned_population):
@@ -93,3 +123,12 @@ class PrivacyBook:
         return {"delta": self.ledger.delta, "epsilon_population": population, "per_client": per_client,
                 "max_epsilon": self.ledger.max_epsilon,
                 "declined": {str(r): cs for r, cs in self.declined.items()}}
+
+
+def expected_entries(record: RoundRecord) -> int:
+    """How many ledger entries :meth:`PrivacyBook.record` commits for the round ``record`` describes: each
+    client's own events, and, for a released aggregate, the round's events for every contributor and the
+    population."""
+    own = sum(len(c.get("privacy_events", ())) for c in record.per_client)
+    released = record.status.value == "ok" and record.privacy_events
+    return own + ((record.survivors + 1) * len(record.privacy_events) if released else 0)

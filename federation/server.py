@@ -235,7 +235,7 @@ class Federation:
         if resume:
             done, params = self._restore(optimizer, rng)
             if self.privacy is not None:
-                self.privacy.resume()
+                self.privacy.resume(self.history)
                 self.history.ledger = self.privacy.ledger
         elif self.checkpoint_dir is not None and not self.history:
             self._claim(self.checkpoint_dir)
