@@ -2,7 +2,8 @@
 
 Every handler answers one message of the server's round logic and runs the same sans-I/O sessions as the
 in-process runtime. Node settings (``--node-config``): ``partition-id`` (this client's id and data shard)
-or ``role="key-holder"``. A refusal (bad message, failed check) is answered with an ``error`` field, so
+or ``role="key-holder"``. A client's model, data and training come from the run's app (see
+:mod:`federation.flower.userapp`), or the built-in job without one. A refusal (bad message, failed check) is answered with an ``error`` field, so
 the server excludes this client from the round and goes on. The enrolment is pinned at first use
 (:mod:`federation.flower.enrolment`); the key holder keeps one key pair for the run and signs its public key.
 """
@@ -17,24 +18,20 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from dp.errors import DPError
-from federation.errors import ConfigError, FederationError
 from federation import protection
-from federation.experiment import ExperimentConfig, SecureMode, local_client
-from federation.flower.codec import decode_context, decode_directory, field, payload
+from federation.config import CKKS
+from federation.errors import ConfigError, FederationError
+from federation.flower.codec import decode_context, field, payload
 from federation.flower.enrolment import (Enrolment, check_key_holder_identity, pin, pinned_directory,
-                                         pinned_public_key)
+                                         pinned_public_key, pinned_weight_bound)
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
 from federation.flower.node import NodeState
+from federation.flower.userapp import node_client
 from federation.messages import decode_broadcast
-from secagg.aggregation import ClientSession, RoundContext
 from secagg.ckks.decryption_wire import decode_request, encode_release
 from secagg.ckks.keyholder import KeyHolder
-from secagg.ckks.packing import PublicContext
-from secagg.ckks.protocol import CKKSClient
 from secagg.ckks.signing import public_key_payload
 from secagg.errors import ProtocolError, SecAggError
-from secagg.masking.client import MaskingClient
-from secagg.plaintext import PlaintextClient
 
 app = ClientApp()
 Handler = Callable[[Message, Context], Message]
@@ -70,44 +67,52 @@ def _is_key_holder(context: Context) -> bool:
 def hello(message: Message, context: Context) -> Message:
     """Say who this node is: a client (its id, examples and identity key) or the key holder (its identity key
     and its CKKS public key, signed with it). The key holder makes its key pair once per run."""
-    config = FlowerJob.from_context(context).experiment()
-    node = NodeState(context)
+    job = FlowerJob.from_context(context)
+    config, node = job.config, NodeState(context)
     if _is_key_holder(context):
-        if config.secure is not SecureMode.CKKS:
+        secure = config.protection()
+        if not isinstance(secure, CKKS):
             raise ConfigError("a key-holder node is only needed with --secure ckks")
-        _, weight_bound = local_client(config, 0)
-        params, state = protection.ckks_params(config.protection(), weight_bound), node.get("key_holder")
-        if state is None:
-            holder = KeyHolder(params, {}, min_clients=protection.min_contributions(config.min_clients))
-            node.put("key_holder", holder.suspend())
-            node.put_float("weight_bound", weight_bound)
-        else:  # greeted again: the same key, never a new one the server could ask to have replaced
-            holder = KeyHolder.resume(state, params, {}, min_clients=protection.min_contributions(config.min_clients))
+        holder = _key_holder(node, secure, config.min_clients, {})
         identity = node.identity()
         return Message(payload(role=KEY_HOLDER_ROLE, public_key=holder.public_key, identity=identity.public_bytes(),
                                public_key_signature=identity.sign(public_key_payload(holder.public_key))),
                        reply_to=message)
     index = _client_index(context)
-    client, _ = local_client(config, index)
+    client = node_client(job, index)
     return Message(payload(role="client", client=index, examples=client.num_examples,
                            identity=node.identity().public_bytes()), reply_to=message)
+
+
+def _key_holder(node: NodeState, secure: CKKS, min_clients: int, directory: dict[int, bytes]) -> KeyHolder:
+    """The key holder's one key pair, made at its first greeting and kept in the node's state. The keys
+    depend on the ring only, not on the weight bound (which arrives with the enrolment, after the greeting)."""
+    bound = pinned_weight_bound(node) if node.get("weight_bound") is not None else 1.0
+    params, state = protection.ckks_params(secure, bound), node.get("key_holder")
+    policy = protection.min_contributions(min_clients)
+    if state is None:
+        holder = KeyHolder(params, directory, min_clients=policy)
+        node.put("key_holder", holder.suspend())
+        return holder
+    return KeyHolder.resume(state, params, directory, min_clients=policy)  # never a new key once greeted
 
 
 @app.query("enrol")
 @refusals_answered
 def enrol(message: Message, context: Context) -> Message:
-    """Pin the directory of client identity keys (and, with CKKS, the key holder's identity and signed public
-    key) at the first enrolment; refuse a later one that differs."""
+    """Pin the directory of client identity keys, the public weight bound (and, with CKKS, the key holder's
+    identity and signed public key) at the first enrolment; refuse a later one that differs."""
     node = NodeState(context)
-    directory = field(message, "directory", bytes)
-    if FlowerJob.from_context(context).experiment().secure is not SecureMode.CKKS:
-        enrolment = Enrolment(directory)
+    directory, bound = field(message, "directory", bytes), field(message, "weight_bound", float)
+    if not isinstance(FlowerJob.from_context(context).config.protection(), CKKS):
+        enrolment = Enrolment(directory, weight_bound=bound)
     elif _is_key_holder(context):
-        enrolment = Enrolment(directory, field(message, "key_holder_identity", bytes))
+        enrolment = Enrolment(directory, field(message, "key_holder_identity", bytes), weight_bound=bound)
         check_key_holder_identity(enrolment, node.identity())
     else:
         enrolment = Enrolment(directory, field(message, "key_holder_identity", bytes),
-                              field(message, "public_key", bytes), field(message, "public_key_signature", bytes))
+                              field(message, "public_key", bytes), field(message, "public_key_signature", bytes),
+                              bound)
     pin(node, enrolment)
     return Message(payload(enrolled=1), reply_to=message)
 
@@ -116,19 +121,21 @@ def enrol(message: Message, context: Context) -> Message:
 @refusals_answered
 def train(message: Message, context: Context) -> Message:
     """Train on the broadcast model, open this round's session and answer with its first upload."""
-    config = FlowerJob.from_context(context).experiment()
-    index, node = _client_index(context), NodeState(context)
+    job = FlowerJob.from_context(context)
+    index, node, secure = _client_index(context), NodeState(context), job.config.protection()
     ctx_bytes = field(message, "ctx", bytes)
     ctx = decode_context(ctx_bytes)
     if index not in ctx.clients:
         raise ProtocolError(f"client {index} is not a participant of round {ctx.round}")
-    client, weight_bound = local_client(config, index)
+    bound = pinned_weight_bound(node)
+    client = node_client(job, index)
     local = client.fit(decode_broadcast(ctx, field(message, "broadcast", bytes)), field(message, "seed", int))
     started = time.perf_counter()
-    session = _open_session(config, weight_bound, ctx, index, node, local.delta, float(local.num_examples))
+    public_key = pinned_public_key(node) if isinstance(secure, CKKS) else None
+    session = protection.client_session(secure, bound, ctx, index, local.delta, float(local.num_examples),
+                                        node.identity(), pinned_directory(node), public_key)
     upload = session.start()
-    if isinstance(session, (MaskingClient, CKKSClient)):  # sessions of more than one stage
-        node.put_float("weight_bound", weight_bound)
+    if secure is not None:  # a protected session has more stages: kept on the node between messages
         node.put("ctx", ctx_bytes)
         node.put("session", session.suspend())
     return Message(payload(upload=upload, examples=local.num_examples, loss=local.train_loss or 0.0,
@@ -141,20 +148,13 @@ def train(message: Message, context: Context) -> Message:
 def stage(message: Message, context: Context) -> Message:
     """Answer the next stage of a multi-stage (masking, CKKS) session from the node's suspended state."""
     started = time.perf_counter()
-    config = FlowerJob.from_context(context).experiment()
+    secure = FlowerJob.from_context(context).config.protection()
     node = NodeState(context)
-    state, ctx_bytes, weight_bound = node.get("session"), node.get("ctx"), node.get_float("weight_bound")
-    if state is None or ctx_bytes is None or weight_bound is None:
+    state, ctx_bytes = node.get("session"), node.get("ctx")
+    if state is None or ctx_bytes is None or secure is None:
         raise ProtocolError("no aggregation session in progress on this node")
-    ctx = decode_context(ctx_bytes)
-    session: MaskingClient | CKKSClient
-    if config.secure is SecureMode.CKKS:
-        session = CKKSClient.resume(state, ctx, _client_index(context), node.identity())
-    else:
-        mcfg = protection.masking_config(config.protection(), weight_bound)
-        session = MaskingClient.resume(state, ctx, _client_index(context), mcfg,
-                                       mcfg.encoder(ctx.dimension, len(ctx.clients)), node.identity(),
-                                       decode_directory(node.get("directory") or b""))
+    session = protection.resume_client_session(secure, pinned_weight_bound(node), state, decode_context(ctx_bytes),
+                                               _client_index(context), node.identity(), pinned_directory(node))
     upload = session.handle(field(message, "message", bytes))
     node.put("session", session.suspend())
     return Message(payload(upload=upload, protocol_seconds=time.perf_counter() - started), reply_to=message)
@@ -166,28 +166,15 @@ def decrypt(message: Message, context: Context) -> Message:
     """The key holder: decrypt one round's signed aggregate under its policy, never twice."""
     if not _is_key_holder(context):
         raise ProtocolError("decryption asked of a node that is not the key holder")
-    config = FlowerJob.from_context(context).experiment()
-    node = NodeState(context)
-    state, weight_bound = node.get("key_holder"), node.get_float("weight_bound")
-    if state is None or weight_bound is None:
+    config = FlowerJob.from_context(context).config
+    node, secure = NodeState(context), config.protection()
+    if node.get("key_holder") is None or not isinstance(secure, CKKS):
         raise ProtocolError("the key holder has no key: it was never greeted")
-    holder = KeyHolder.resume(state, protection.ckks_params(config.protection(), weight_bound), pinned_directory(node),
-                              min_clients=protection.min_contributions(config.min_clients))
+    pinned_weight_bound(node)  # enrolled
+    holder = _key_holder(node, secure, config.min_clients, pinned_directory(node))
     request = decode_request(field(message, "request", bytes))
     try:
         release = holder.decrypt(request)
     finally:  # a refused request leaves the state as it was; a decrypted round is spent before anything leaves
         node.put("key_holder", holder.suspend())
     return Message(payload(release=encode_release(request, release)), reply_to=message)
-
-
-def _open_session(config: ExperimentConfig, weight_bound: float, ctx: RoundContext, index: int, node: NodeState,
-                  update, weight: float) -> ClientSession:
-    if config.secure is SecureMode.MASK:
-        mcfg = protection.masking_config(config.protection(), weight_bound)
-        return MaskingClient(ctx, index, update, weight, mcfg, mcfg.encoder(ctx.dimension, len(ctx.clients)),
-                             node.identity(), decode_directory(node.get("directory") or b""))
-    if config.secure is SecureMode.CKKS:
-        public = PublicContext(protection.ckks_params(config.protection(), weight_bound), pinned_public_key(node))
-        return CKKSClient(ctx, index, update, weight, public, node.identity())
-    return PlaintextClient(ctx, index, update, weight)

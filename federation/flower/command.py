@@ -7,7 +7,8 @@ import json
 import sys
 
 from federation.errors import ConfigError
-from federation.experiment import ExperimentConfig, SecureMode
+from federation.experiment_config import ExperimentConfig
+from federation.modes import SecureMode
 from federation.records import record_from_dict
 from federation.report import plot_history, summary_table
 
@@ -24,6 +25,10 @@ def flower_command(args: argparse.Namespace, config: ExperimentConfig) -> int:
         raise ConfigError(f"--root-certificates {args.root_certificates}: no such file")
     out = args.out.resolve()
     job = FlowerJob(config, out, app=args.app, stage_timeout=args.stage_timeout)
+    if job.app is not None and args.superlink is None:  # local nodes import it from this environment
+        from federation.flower.userapp import load_app
+
+        load_app(job.app)
     if args.superlink is not None:
         submit(job, SuperLinkAddress(args.superlink, root_certificates=args.root_certificates),
                out / "flwr-home", timeout=86400)

@@ -1,5 +1,6 @@
-"""A SuperNode's enrolment, pinned at first use: the identity directory and, with CKKS, the key holder's
-identity and its signed public key.
+"""A SuperNode's enrolment, pinned at first use: the identity directory, the public bound on a client's weight
+(both sides of the encoders must use the same one) and, with CKKS, the key holder's identity and its signed
+public key.
 
 The ServerApp (the aggregator) sends the enrolment, so it must not be able to change it later: a second
 enrolment with anything different is refused, and nothing of it is stored (check, then commit). A client
@@ -10,6 +11,8 @@ enrolment is believed; see docs/threat-model.md).
 from __future__ import annotations
 
 import hmac
+import math
+import struct
 from dataclasses import dataclass
 
 from federation.flower.codec import decode_directory
@@ -25,13 +28,15 @@ class EnrolmentChanged(ProtocolError):
 
 @dataclass(frozen=True)
 class Enrolment:
-    """What the server sends a node once: ``directory`` (encoded), and for CKKS the key holder's Ed25519
-    ``key_holder_identity``, its CKKS ``public_key`` and ``public_key_signature`` (clients only)."""
+    """What the server sends a node once: ``directory`` (encoded), for CKKS the key holder's Ed25519
+    ``key_holder_identity``, its CKKS ``public_key`` and ``public_key_signature`` (clients only), and the
+    run's ``weight_bound`` (the largest example count the clients reported)."""
 
     directory: bytes
     key_holder_identity: bytes | None = None
     public_key: bytes | None = None
     public_key_signature: bytes | None = None
+    weight_bound: float | None = None
 
     def check(self) -> None:
         """Well-formed, and the public key signed by the key-holder identity (:class:`AuthenticationError`)."""
@@ -42,10 +47,13 @@ class Enrolment:
             if self.key_holder_identity is None or self.public_key_signature is None:
                 raise ProtocolError("a CKKS public key without the key holder's identity and signature")
             verify_signature(self.key_holder_identity, self.public_key_signature, public_key_payload(self.public_key))
+        if self.weight_bound is not None and not (math.isfinite(self.weight_bound) and self.weight_bound > 0):
+            raise ProtocolError(f"a weight bound that is not a positive number: {self.weight_bound}")
 
     def fields(self) -> dict[str, bytes]:
         named = {"directory": self.directory, "key_holder_identity": self.key_holder_identity,
-                 "ckks_public": self.public_key, "ckks_public_signature": self.public_key_signature}
+                 "ckks_public": self.public_key, "ckks_public_signature": self.public_key_signature,
+                 "weight_bound": None if self.weight_bound is None else struct.pack(">d", self.weight_bound)}
         return {name: value for name, value in named.items() if value is not None}
 
 
@@ -54,7 +62,7 @@ def pin(node: NodeState, enrolment: Enrolment) -> None:
     enrolment.check()
     fields = enrolment.fields()
     pinned = node.get("directory") is not None
-    for name in ("directory", "key_holder_identity", "ckks_public", "ckks_public_signature"):
+    for name in ("directory", "key_holder_identity", "ckks_public", "ckks_public_signature", "weight_bound"):
         stored, sent = node.get(name), fields.get(name)
         if pinned and (stored is None) != (sent is None):
             raise EnrolmentChanged(f"a second enrolment that adds or drops the {name}")
@@ -86,3 +94,11 @@ def pinned_directory(node: NodeState) -> dict[int, bytes]:
     if directory is None:
         raise ProtocolError("no identity directory: this node was never enrolled")
     return decode_directory(directory)
+
+
+def pinned_weight_bound(node: NodeState) -> float:
+    """The public bound on a client's weight pinned at enrolment: the encoders of every party use it."""
+    stored = node.get("weight_bound")
+    if stored is None or len(stored) != 8:
+        raise ProtocolError("no weight bound: this node was never enrolled")
+    return float(struct.unpack(">d", stored)[0])

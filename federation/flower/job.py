@@ -16,7 +16,8 @@ from pathlib import Path
 from flwr.app import Context
 
 from federation.errors import ConfigError
-from federation.experiment import ExperimentConfig, SecureMode
+from federation.experiment_config import ExperimentConfig
+from federation.modes import SecureMode
 
 KEY_HOLDER_ROLE = "key-holder"
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

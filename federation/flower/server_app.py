@@ -1,9 +1,10 @@
 """The Flower ServerApp: our round loop, driven through Flower's Grid.
 
-At start it waits for the SuperNodes, greets them (each client says its id and identity key; the CKKS key
-holder its identity key and its public key, signed with it), sends every node the directory of identity keys
-(and the key holder's identity and signed public key; nodes pin these at first enrolment), then runs
-:class:`~federation.server.Federation` with the :class:`FlowerRuntime`. The ServerApp is the aggregator:
+At start it waits for the SuperNodes, greets them (each client says its id, example count and identity key;
+the CKKS key holder its identity key and its public key, signed with it), sends every node the directory of
+identity keys, the public weight bound (the largest example count) and, with CKKS, the key holder's identity
+and signed public key (nodes pin these at first enrolment), then runs :class:`~federation.server.Federation`
+with the :class:`FlowerRuntime`: over the run's app (the user's model and test set) or the built-in job. The ServerApp is the aggregator:
 with ``--secure ckks`` it never holds the secret key, which stays on the key-holder SuperNode.
 """
 
@@ -17,22 +18,20 @@ from dataclasses import dataclass
 from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
-from federation.errors import ConfigError
 from federation import protection
-from federation.experiment import ExperimentConfig, RemoteClients, SecureMode, build_federation
+from federation.config import CKKS
+from federation.errors import ConfigError
+from federation.experiment_config import ExperimentConfig
 from federation.flower.codec import encode_directory, field, payload
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob, nodes_needed
 from federation.flower.runtime import FlowerRuntime, exchange
+from federation.flower.userapp import server_federation
 from federation.report import results_document, write_results
-from secagg.aggregation import Aggregator
 from secagg.ckks.decryption_wire import decode_release, encode_request
-from secagg.ckks.protocol import CKKSAggregator
 from secagg.ckks.request import DecryptionRequest, Release
 from secagg.ckks.signing import public_key_payload
 from secagg.errors import AuthenticationError, DecryptionRefused, MessageError
 from secagg.identity import IdentityRegistry
-from secagg.masking import MaskingAggregator
-from secagg.plaintext import PlaintextAggregator
 from secagg.primitives.keys import verify_signature
 
 app = ServerApp()
@@ -41,9 +40,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Roster:
-    """Who answered the greeting: client id -> node id, identity keys, and the key holder (CKKS)."""
+    """Who answered the greeting: client id -> node id, client id -> examples, identity keys, and the key
+    holder (CKKS)."""
 
     clients: dict[int, int]
+    examples: dict[int, int]
     identities: IdentityRegistry
     key_holder: int | None = None
     public_key: bytes | None = None
@@ -84,6 +85,7 @@ def greet(grid: Grid, nodes: list[int], config: ExperimentConfig, timeout: float
     hello = {n: Message(payload(), dst_node_id=n, message_type="query.hello", group_id="hello") for n in nodes}
     replies = exchange(grid, hello, timeout)
     clients: dict[int, int] = {}
+    examples: dict[int, int] = {}
     identities = IdentityRegistry()
     key_holder = public_key = key_holder_identity = signature = None
     for node, reply in sorted(replies.items()):
@@ -104,27 +106,31 @@ def greet(grid: Grid, nodes: list[int], config: ExperimentConfig, timeout: float
         client = field(reply, "client", int)
         if client in clients:
             raise ConfigError(f"two SuperNodes claim client id {client}")
-        clients[client] = node
+        clients[client], examples[client] = node, field(reply, "examples", int)
+        if examples[client] < 1:
+            raise ConfigError(f"client {client} on SuperNode {node} has no examples")
         identities.register(client, field(reply, "identity", bytes))
     if sorted(clients) != list(range(config.clients)):
         raise ConfigError(f"client ids {sorted(clients)} are not 0..{config.clients - 1}")
-    if (config.secure is SecureMode.CKKS) != (key_holder is not None):
+    if isinstance(config.protection(), CKKS) != (key_holder is not None):
         raise ConfigError("--secure ckks needs exactly one key-holder SuperNode (and no other mode uses one)")
-    return Roster(clients, identities, key_holder, public_key, key_holder_identity, signature)
+    return Roster(clients, examples, identities, key_holder, public_key, key_holder_identity, signature)
 
 
-def enrol(grid: Grid, roster: Roster, timeout: float) -> None:
-    """Send every node the identity directory (with CKKS also the key holder's identity, and clients its
-    signed public key)."""
+def enrol(grid: Grid, roster: Roster, bound: float, timeout: float) -> None:
+    """Send every node the identity directory and the weight bound (with CKKS also the key holder's identity,
+    and clients its signed public key)."""
     directory = encode_directory(roster.identities.directory)
-    fields: dict[int, dict[str, bytes]] = {n: {"directory": directory} for n in roster.clients.values()}
+    fields: dict[int, dict[str, bytes | float]] = {n: {"directory": directory, "weight_bound": bound}
+                                                   for n in roster.clients.values()}
     if roster.key_holder is not None:
         assert roster.key_holder_identity is not None and roster.public_key is not None
         assert roster.public_key_signature is not None
         for extra in fields.values():
             extra.update(key_holder_identity=roster.key_holder_identity, public_key=roster.public_key,
                          public_key_signature=roster.public_key_signature)
-        fields[roster.key_holder] = {"directory": directory, "key_holder_identity": roster.key_holder_identity}
+        fields[roster.key_holder] = {"directory": directory, "weight_bound": bound,
+                                     "key_holder_identity": roster.key_holder_identity}
     nodes = list(fields)
     messages = {n: Message(payload(**fields[n]), dst_node_id=n, message_type="query.enrol", group_id="enrol")
                 for n in nodes}
@@ -132,20 +138,6 @@ def enrol(grid: Grid, roster: Roster, timeout: float) -> None:
     missing = [n for n in nodes if n not in replies or _error_of(replies[n])]
     if missing:
         raise ConfigError(f"SuperNodes {missing} did not accept the enrolment")
-
-
-def server_aggregator(config: ExperimentConfig, weight_bound: float, roster: Roster, grid: Grid,
-                      timeout: float) -> Aggregator:
-    if config.secure is SecureMode.MASK:
-        aggregator = MaskingAggregator(protection.masking_config(config.protection(), weight_bound))
-        aggregator.identities = roster.identities
-        return aggregator
-    if config.secure is SecureMode.CKKS:
-        assert roster.key_holder is not None and roster.public_key is not None
-        return CKKSAggregator.with_key_holder(protection.ckks_params(config.protection(), weight_bound),
-                                              RemoteKeyHolder(grid, roster.key_holder, timeout),
-                                              roster.public_key, roster.identities)
-    return PlaintextAggregator()
 
 
 @app.main()
@@ -161,17 +153,21 @@ def main(grid: Grid, context: Context) -> None:
 
 def run(grid: Grid, job: FlowerJob) -> None:
     """Greet and enrol the nodes, then train: the whole server side of one Flower run."""
-    config = job.experiment()
+    config = job.config
     job.out.mkdir(parents=True, exist_ok=True)
     nodes = wait_for_nodes(grid, nodes_needed(config), job.connect_timeout)
     roster = greet(grid, nodes, config, job.stage_timeout)
-    enrol(grid, roster, job.stage_timeout)
+    examples = tuple(roster.examples[c] for c in range(config.clients))
+    bound = protection.weight_bound(config.privacy_mode(), examples)
+    enrol(grid, roster, bound, job.stage_timeout)
     runtime = FlowerRuntime(grid, job.stage_timeout, progress=job.out / "progress.jsonl")
-    remote = RemoteClients(runtime, tuple(roster.clients[c] for c in range(config.clients)),
-                           lambda bound: server_aggregator(config, bound, roster, grid, job.stage_timeout))
-    federation = build_federation(config, checkpoint_dir=job.out, remote=remote)
+    key_holder = None if roster.key_holder is None else RemoteKeyHolder(grid, roster.key_holder, job.stage_timeout)
+    aggregator = protection.remote_aggregator(config.protection(), bound, roster.identities, key_holder,
+                                              roster.public_key)
+    federation = server_federation(job, tuple(roster.clients[c] for c in range(config.clients)), examples, bound,
+                                   aggregator, runtime)
     started = time.perf_counter()
-    settings = {**config.describe(), "runtime": "flower"}
+    settings = {**config.describe(), "runtime": "flower", **({"app": job.app} if job.app else {})}
 
     def save(_record: object = None) -> None:
         write_results(job.out, results_document(settings, federation.history, time.perf_counter() - started))

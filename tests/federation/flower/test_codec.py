@@ -42,7 +42,8 @@ def test_fields_are_typed_and_refusals_surface(monkeypatch):
 
 def test_job_timeouts_must_be_positive(tmp_path):
     from federation.errors import ConfigError
+    from federation.experiment import ExperimentConfig
     from federation.flower.job import FlowerJob
 
     with pytest.raises(ConfigError, match="stage timeout"):
-        FlowerJob((), tmp_path, stage_timeout=0)
+        FlowerJob(ExperimentConfig(), tmp_path, stage_timeout=0)

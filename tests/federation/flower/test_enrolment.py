@@ -10,10 +10,11 @@ pytest.importorskip("flwr")
 
 from flwr.app import Context, Message, RecordDict  # noqa: E402
 
+from federation.experiment import ExperimentConfig, SecureMode  # noqa: E402
 from federation.flower import client_app  # noqa: E402
 from federation.flower.codec import encode_directory, field, payload  # noqa: E402
 from federation.flower.enrolment import (Enrolment, EnrolmentChanged, pin, pinned_directory,  # noqa: E402
-                                         pinned_public_key)
+                                         pinned_public_key, pinned_weight_bound)
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob  # noqa: E402
 from federation.flower.node import NodeState  # noqa: E402
 from secagg.ckks import CKKSParams, KeyHolder  # noqa: E402
@@ -96,7 +97,7 @@ def flower_messages(monkeypatch):
 
 
 def _context(tmp_path, **node_config) -> Context:
-    job = FlowerJob(("--clients", "2", "--rounds", "1", "--secure", "ckks"), tmp_path / "out")
+    job = FlowerJob(ExperimentConfig(clients=2, rounds=1, secure=SecureMode.CKKS), tmp_path / "out")
     return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config=job.run_config())
 
 
@@ -108,7 +109,7 @@ def test_a_client_node_refuses_a_second_enrolment_with_another_key(tmp_path, flo
     context = _context(tmp_path, **{"partition-id": 0})
     identity, public_key, signature = keys[0]
     first = dict(directory=encode_directory({0: b"a" * 32}), key_holder_identity=identity.public_bytes(),
-                 public_key=public_key, public_key_signature=signature)
+                 public_key=public_key, public_key_signature=signature, weight_bound=50.0)
     assert field(_ask(client_app.enrol, context, "enrol", **first), "enrolled", int) == 1
     other_identity, other_key, other_signature = keys[1]
     second = dict(first, key_holder_identity=other_identity.public_bytes(), public_key=other_key,
@@ -118,7 +119,10 @@ def test_a_client_node_refuses_a_second_enrolment_with_another_key(tmp_path, flo
     with pytest.raises(MessageError, match="EnrolmentChanged"):
         field(_ask(client_app.enrol, context, "enrol", **dict(first, directory=encode_directory({0: b"x" * 32}))),
               "enrolled", int)
+    with pytest.raises(MessageError, match="EnrolmentChanged: the weight_bound differs"):
+        field(_ask(client_app.enrol, context, "enrol", **dict(first, weight_bound=1e9)), "enrolled", int)
     assert pinned_public_key(NodeState(context)) == public_key
+    assert pinned_weight_bound(NodeState(context)) == 50.0
 
 
 def test_the_key_holder_keeps_its_key_and_signs_it(tmp_path, flower_messages):
@@ -131,9 +135,10 @@ def test_the_key_holder_keeps_its_key_and_signs_it(tmp_path, flower_messages):
                           field(first, "public_key_signature", bytes))
     enrolment.check()  # verifies
     own = _ask(client_app.enrol, context, "enrol", directory=encode_directory({}),
-               key_holder_identity=field(first, "identity", bytes))
+               key_holder_identity=field(first, "identity", bytes), weight_bound=50.0)
     assert field(own, "enrolled", int) == 1
     foreign = SigningKey.generate().public_bytes()
-    refused = _ask(client_app.enrol, context, "enrol", directory=encode_directory({}), key_holder_identity=foreign)
+    refused = _ask(client_app.enrol, context, "enrol", directory=encode_directory({}), key_holder_identity=foreign,
+                   weight_bound=50.0)
     with pytest.raises(MessageError, match="another key-holder identity"):
         field(refused, "enrolled", int)

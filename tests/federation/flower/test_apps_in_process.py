@@ -1,0 +1,94 @@
+"""The ServerApp and the ClientApps in one process: our round logic through Flower messages, without
+SuperLink or SuperNode processes (the grid hands each message to the node's handler). Fast enough to run
+every mode, the built-in job and the app template; the real processes are in test_flower_runtime.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Context, Message, RecordDict  # noqa: E402
+
+from federation.errors import ConfigError  # noqa: E402
+from federation.experiment import ExperimentConfig, SecureMode, build_federation  # noqa: E402
+from federation.flower import client_app, server_app  # noqa: E402
+from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob  # noqa: E402
+from federation.params import get_vector  # noqa: E402
+
+TEMPLATE = "federation.flower.app_template"
+
+
+class InProcessGrid:
+    """A Grid whose nodes are ClientApp contexts in this process; a message is answered by its handler."""
+
+    def __init__(self, job: FlowerJob, node_configs: list[dict]) -> None:
+        self.contexts = {n + 10: Context(run_id=1, node_id=n + 10, node_config=c, state=RecordDict(),
+                                         run_config=job.run_config()) for n, c in enumerate(node_configs)}
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
+        replies = []
+        for message in messages:
+            handler = getattr(client_app, message.metadata.message_type.split(".", 1)[1])
+            replies.append(handler(message, self.contexts[message.metadata.dst_node_id]))
+        return replies
+
+
+@pytest.fixture(autouse=True)
+def flower_messages(monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
+
+
+def _nodes(clients: int, secure: SecureMode) -> list[dict]:
+    nodes: list[dict] = [{"partition-id": i} for i in range(clients)]
+    return nodes + ([{"role": KEY_HOLDER_ROLE}] if secure is SecureMode.CKKS else [])
+
+
+def _run(job: FlowerJob) -> tuple[list[dict], np.ndarray, InProcessGrid]:
+    grid = InProcessGrid(job, _nodes(job.config.clients, job.config.secure))
+    server_app.run(grid, job)
+    rounds = json.loads((job.out / "results.json").read_text())["rounds"]
+    with np.load(job.out / "checkpoint.npz", allow_pickle=False) as ckpt:
+        return rounds, ckpt["params"], grid
+
+
+@pytest.mark.parametrize("secure", [SecureMode.NONE, SecureMode.MASK, SecureMode.CKKS])
+def test_the_template_app_trains_under_every_protection_mode(tmp_path, secure):
+    config = ExperimentConfig(clients=3, rounds=2, local_epochs=1, hidden=8, lr=0.2, secure=secure, seed=1)
+    rounds, params, grid = _run(FlowerJob(config, tmp_path / "out", app=TEMPLATE))
+    assert [r["status"] for r in rounds] == ["ok", "ok"]
+    assert all(r["survivors"] == 3 and not r["rejected"] for r in rounds)
+    assert rounds[-1]["accuracy"] > 0.5  # four well-separated classes: far above chance after two rounds
+    # the bound every node pinned is the largest shard the clients reported (120, 160, 200 examples)
+    from federation.flower.enrolment import pinned_weight_bound
+    from federation.flower.node import NodeState
+
+    assert {pinned_weight_bound(NodeState(c)) for c in grid.contexts.values()} == {200.0}
+    settings = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert TEMPLATE in json.dumps(settings)
+
+
+def test_the_built_in_job_equals_the_in_process_run(tmp_path):
+    config = ExperimentConfig(clients=2, rounds=1, local_epochs=1, secure=SecureMode.MASK, seed=3)
+    rounds, params, _ = _run(FlowerJob(config, tmp_path / "out"))
+    federation = build_federation(config)
+    history = federation.run()
+    assert [r["accuracy"] for r in rounds] == pytest.approx([h.accuracy for h in history], abs=1e-9)
+    np.testing.assert_allclose(params, get_vector(federation.model), atol=1e-4)  # fixed-point rounding
+
+
+def test_a_client_the_server_does_not_know_of_is_refused_at_the_greeting(tmp_path):
+    config = ExperimentConfig(clients=2, rounds=1, local_epochs=1, hidden=8)
+    job = FlowerJob(config, tmp_path / "out", app=TEMPLATE)
+    grid = InProcessGrid(job, [{"partition-id": 0}, {"partition-id": 5}])
+    with pytest.raises(ConfigError, match="client index 5 outside 0..1"):
+        server_app.run(grid, job)
