@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dp.audit import ad_hoc, audit, epsilon_per_round
-from dp.errors import InvalidPrivacyParameter
-from dp.ledger import POPULATION, PrivacyLedger
 from federation.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dp.ledger import PrivacyLedger
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -25,6 +26,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def audit_command(args: argparse.Namespace) -> int:
+    from dp.audit import ad_hoc, audit
+    from dp.errors import InvalidPrivacyParameter
+    from dp.ledger import PrivacyLedger
+
     ad_hoc_args = (args.noise_multiplier, args.sample_rate, args.steps)
     if args.ledger is None:
         if any(a is None for a in ad_hoc_args) or args.delta is None:
@@ -68,6 +73,9 @@ def _table(report: dict) -> str:
 
 def _plot(ledger: PrivacyLedger, path: Path, delta: float | None, report: dict) -> None:
     from matplotlib.figure import Figure  # without pyplot: no GUI backend machinery to import
+
+    from dp.audit import epsilon_per_round
+    from dp.ledger import POPULATION
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()

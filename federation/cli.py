@@ -3,34 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import enum
 import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from dp.errors import DPError
-from dp.ledger import finite
-from federation.data import DatasetName
 from federation.audit_cli import add_parser as add_audit_parser
-from federation.audit_cli import audit_command
-from federation.bench.runner import BenchMode
-from federation.checkpoint import writing
+from federation.bench.modes import BenchMode
+from federation.config import Masking
 from federation.errors import ConfigError, FederationError, OutputError
-from federation.experiment import DPMode, ExperimentConfig, PrivacySettings, SecureMode, build_federation
-from federation.partition import PartitionScheme
-from federation.report import summary_table
-from federation.server import RoundRecord
+from federation.experiment_config import ExperimentConfig, PrivacySettings
+from federation.modes import DatasetName, DPMode, PartitionScheme, SecureMode
 from federation.strategy import Strategy, StrategyName
-from secagg.errors import SecAggError
-from secagg.masking import MaskingConfig
+
+if TYPE_CHECKING:
+    from federation.server import RoundRecord
+
+# Only what the parser needs is imported above (no torch, opacus, tenseal, flwr or matplotlib): ``secagg
+# --help`` and option errors answer at once; each command imports its own machinery.
 
 log = logging.getLogger("secagg")
 
 
 def _choices(kind: type[enum.Enum]) -> list[str]:
     return [m.value for m in kind]
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """A dataclass's field defaults, without constructing (and so validating, which needs torch) one."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -46,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train a federated model in-process",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = ExperimentConfig()
+    d = argparse.Namespace(**_defaults(ExperimentConfig))
+    p = argparse.Namespace(**_defaults(PrivacySettings))
     run.add_argument("--dataset", choices=_choices(DatasetName), default=d.dataset.value)
     run.add_argument("--clients", type=int, default=d.clients, help="number of clients")
     run.add_argument("--clients-per-round", type=_count_or_fraction, default=None,
@@ -57,11 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=float, default=d.lr, help="client learning rate (SGD)")
     run.add_argument("--partition", choices=_choices(PartitionScheme), default=d.partition.value)
     run.add_argument("--alpha", type=float, default=d.alpha, help="Dirichlet concentration (label or quantity skew)")
-    run.add_argument("--strategy", choices=_choices(StrategyName), default=StrategyName.FEDAVG.value)
+    run.add_argument("--strategy", choices=_choices(StrategyName), default=Strategy().name.value)
     run.add_argument("--server-lr", type=float, default=None, help="server learning rate; default per strategy")
     run.add_argument("--mu", type=float, default=Strategy().proximal_mu, help="FedProx proximal term")
     run.add_argument("--secure", choices=_choices(SecureMode), default=SecureMode.NONE.value)
-    masking = MaskingConfig()
+    masking = argparse.Namespace(**_defaults(Masking))  # secagg's MaskingConfig defaults
     run.add_argument("--neighbors", type=int, default=masking.neighbors,
                      help="--secure mask: SecAgg+ graph degree; default ~2 log2(n); 0 = complete graph (SecAgg)")
     run.add_argument("--threshold", type=_count_or_fraction, default=masking.threshold,
@@ -81,16 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--noise-multiplier", type=float, default=None, help="--dp: Gaussian noise multiplier z")
     run.add_argument("--target-epsilon", type=float, default=None,
                      help="--dp: choose z so that the whole run spends this epsilon (RDP) at --delta")
-    run.add_argument("--clip", type=float, default=1.0,
+    run.add_argument("--clip", type=float, default=p.clip,
                      help="--dp: per-sample gradient norm (local) or update L2 norm (central, distributed)")
     run.add_argument("--adaptive-clip", type=float, default=None, metavar="QUANTILE",
                      help="--dp central: adapt the update clip (from --clip) toward this quantile of the update "
                           "norms (Andrew et al. 2021)")
-    run.add_argument("--clip-lr", type=float, default=0.2, help="--adaptive-clip: geometric learning rate")
+    run.add_argument("--clip-lr", type=float, default=p.clip_learning_rate,
+                     help="--adaptive-clip: geometric learning rate")
     run.add_argument("--count-noise", type=float, default=None,
                      help="--adaptive-clip: noise std on the count of clients within the clip (default: "
                           "max(z, clients per round / 20); must exceed z / 2)")
-    run.add_argument("--delta", type=float, default=1e-5, help="--dp: delta of (epsilon, delta)-DP")
+    run.add_argument("--delta", type=float, default=p.delta, help="--dp: delta of (epsilon, delta)-DP")
     run.add_argument("--max-epsilon", type=float, default=None,
                      help="--dp: budget: clients decline rounds that would exceed it; the server stops when the "
                           "population's would")
@@ -155,6 +161,9 @@ def _list(parse):
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The job ``secagg run``'s parsed options describe (validated: refused settings raise ConfigError)."""
+    from secagg.masking import MaskingConfig
+
     strategy = Strategy(StrategyName(args.strategy), server_lr=args.server_lr, proximal_mu=args.mu)
     privacy = None
     if DPMode(args.dp) is not DPMode.NONE:
@@ -178,9 +187,15 @@ class RuntimeName(enum.Enum):
 
 
 def run_command(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # refused settings stop here, before torch is imported
+
     from tqdm import tqdm
 
-    config = config_from_args(args)
+    from dp.ledger import finite
+    from federation.checkpoint import writing
+    from federation.experiment import build_federation
+    from federation.report import summary_table
+
     out: Path = args.out
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +253,6 @@ def bench_command(args: argparse.Namespace) -> int:
         return 130
     if args.end_to_end:
         from federation.bench.end_to_end import run_end_to_end
-        from federation.experiment import SecureMode
 
         modes = [SecureMode(m.value) for m in args.modes if m.value in {s.value for s in SecureMode}]
         report.write(args.out, rows, command, end_to_end=run_end_to_end(modes, rounds=args.rounds, seed=args.seed))
@@ -251,17 +265,37 @@ def argv_is_cli() -> bool:
     return len(sys.argv) > 1 and sys.argv[1] == "bench"
 
 
+def resolve_run_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """Before anything is loaded: refuse options that would do nothing and a fresh run over another run's
+    files; with ``--resume``, take the stored run's settings (explicit ones must match, but ``--rounds``)."""
+    from federation.run_options import (check_requirements, claim_output, explicit_options, flags, resume_options,
+                                        stored_options)
+
+    explicit, flag = explicit_options(build_parser(), argv), flags(build_parser())
+    claim_output(args.out, resume=args.resume, overwrite=args.overwrite)
+    stored = stored_options(args.out) if args.resume else None
+    if stored is not None:
+        resume_options(args, explicit, stored, flag)
+    check_requirements(args, explicit, flag)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Opacus's per-sample hooks on a first layer whose input needs no gradient: harmless, and said every batch
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    args = build_parser().parse_args(argv)
+    from dp.errors import DPError
+    from secagg.errors import SecAggError
+
     try:
         if args.command == "audit":
+            from federation.audit_cli import audit_command
+
             return audit_command(args)
         if args.command == "bench":
             return bench_command(args)
+        resolve_run_options(args, argv)
         if RuntimeName(args.runtime) is RuntimeName.FLOWER:
             from federation.flower.command import flower_command
 

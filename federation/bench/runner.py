@@ -10,7 +10,6 @@ allocations are not seen), the synthetic updates excluded.
 
 from __future__ import annotations
 
-import enum
 import tracemalloc
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,18 +18,11 @@ import numpy as np
 
 from federation.bench import floors
 from federation.bench.driver import RoundTimings, timed_round
+from federation.bench.modes import BenchMode
+from federation.config import CKKS, Masking, Protection
 from federation.errors import ConfigError
+from federation.protection import protection_aggregator
 from secagg.aggregation import Aggregator, RoundContext
-from secagg.ckks import CKKSAggregator, CKKSParams
-from secagg.masking import MaskingAggregator, MaskingConfig
-from secagg.plaintext import PlaintextAggregator
-
-
-class BenchMode(enum.Enum):
-    NONE = "none"
-    MASK = "mask"
-    MASK_ACTIVE = "mask-active"  # masking with the consistency check: secure against a deviating server
-    CKKS = "ckks"
 
 
 # the index of the upload that carries the update (masked input); dropouts happen just before it
@@ -55,12 +47,20 @@ class BenchCase:
         return {**asdict(self), "mode": self.mode.value}
 
 
-def make_aggregator(mode: BenchMode) -> Aggregator:
+# every bench client weighs 1: the public weight bound the aggregators were made for before the public API
+BENCH_WEIGHT_BOUND = 1.0
+
+
+def protection(mode: BenchMode) -> Protection:
+    """``mode`` as the public API's protection setting."""
     if mode in _MASKING:
-        return MaskingAggregator(MaskingConfig(consistency_check=mode is BenchMode.MASK_ACTIVE))
-    if mode is BenchMode.CKKS:
-        return CKKSAggregator(CKKSParams())
-    return PlaintextAggregator()
+        return Masking(consistency_check=mode is BenchMode.MASK_ACTIVE)
+    return CKKS() if mode is BenchMode.CKKS else None
+
+
+def make_aggregator(mode: BenchMode) -> Aggregator:
+    """The aggregator a federation under ``mode`` runs with (:func:`federation.protection.protection_aggregator`)."""
+    return protection_aggregator(protection(mode), BENCH_WEIGHT_BOUND, min_clients=1)
 
 
 def spread(values: list[float]) -> dict[str, float]:

@@ -124,7 +124,7 @@ def test_resume_3_to_6_from_the_command_line(tmp_path):
 def test_resume_with_changed_settings_is_a_clear_error(tmp_path):
     secagg("run", *SMALL, "--out", tmp_path)
     proc = secagg("run", *SMALL, "--lr", "0.3", "--out", tmp_path, "--resume", check=False)
-    assert proc.returncode == 2 and "different configuration" in proc.stderr
+    assert proc.returncode == 2 and "--lr 0.3 differs from the stored run's 0.1" in proc.stderr
 
 
 @pytest.mark.slow
