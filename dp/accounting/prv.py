@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 from dp.accounting.base import Accountant
@@ -15,7 +16,8 @@ class PRVAccountant(Accountant):
     ``relative_error``: the PRV discretization error allowed, as a fraction of the RDP epsilon (an upper
     bound of the PRV one), and at least 0.01 absolute. The domain, and so the time, grows as it shrinks: 0.5 %
     takes a quarter of the time of 0.2 %. The reported epsilon is Opacus's upper end of the error interval,
-    so a coarser error only makes the figure more conservative."""
+    so a coarser error only makes the figure more conservative. Where Opacus's PRV accountant answers inf or
+    fails (its domain cannot hold the composition), the RDP epsilon is reported: never null, never smaller."""
 
     def __init__(self, relative_error: float = 0.005) -> None:
         super().__init__()
@@ -30,6 +32,11 @@ class PRVAccountant(Accountant):
 
         accountant = OpacusPRV()
         accountant.history = [(z, q, n) for z, q, n in self.terms]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return float(accountant.get_epsilon(delta=delta, eps_error=eps_error))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                eps = float(accountant.get_epsilon(delta=delta, eps_error=eps_error))
+        except (ValueError, ArithmeticError, RuntimeError):  # outside the PRV domain Opacus can discretize
+            eps = math.inf
+        # PRV cannot place some compositions (inf or an error): the RDP bound is still a valid answer
+        return eps if math.isfinite(eps) else rdp.epsilon(delta)
