@@ -11,8 +11,9 @@ accountant, which then reports the RDP epsilon rather than claim a tighter one.
 
 from __future__ import annotations
 
+import enum
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from dp.errors import InvalidPrivacyParameter
@@ -20,15 +21,44 @@ from dp.errors import InvalidPrivacyParameter
 GaussianTerm = tuple[float, float, int]  # (noise multiplier z, sampling rate q, count)
 
 
+class Unit(enum.Enum):
+    """Whose privacy an event protects: one training example, or one client's whole contribution."""
+
+    EXAMPLE = "example"
+    CLIENT = "client"
+
+
+class Neighbouring(enum.Enum):
+    """The neighbour relation an event's accounting holds for.
+
+    ``ADD_REMOVE``: the datasets differ by one unit present in one and absent in the other (Poisson sampling;
+    the amplification by sampling of Mironov, Talwar, Zhang 2019 is for this relation).
+    ``REPLACE_WITH_ZERO``: the datasets differ by one client's update being replaced by zero (the client still
+    takes part, contributing nothing): with a fixed number of clients per round, the sum moves by at most the
+    clip C, so a Gaussian of z C costs z with no sampling amplification. Under arbitrary replacement (one
+    client's data swapped for another's) the sum may move by 2 C: the same run costs what z / 2 costs.
+    """
+
+    ADD_REMOVE = "add/remove"
+    REPLACE_WITH_ZERO = "replace-with-zero"
+
+
 @dataclass(frozen=True)
 class PrivacyEvent:
-    """Base of every privacy event."""
+    """Base of every privacy event: its ``unit`` and ``relation`` say what its accounting protects (client-level
+    events by default, with the relation that fixed-size client sampling and no amplification hold for)."""
 
+    unit: Unit = field(default=Unit.CLIENT, kw_only=True)
+    relation: Neighbouring = field(default=Neighbouring.REPLACE_WITH_ZERO, kw_only=True)
     rdp_bound_only: ClassVar[bool] = False
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description: the event's type and fields (nested events described too)."""
-        return {"type": type(self).__name__, **asdict(self)}
+        out: dict[str, Any] = {"type": type(self).__name__}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
 
     def terms(self) -> list[GaussianTerm]:
         raise NotImplementedError
@@ -51,11 +81,14 @@ class GaussianEvent(PrivacyEvent):
 @dataclass(frozen=True)
 class PoissonSampledGaussianEvent(PrivacyEvent):
     """The Gaussian mechanism on a Poisson sample: each record is included independently with probability q
-    (Mironov, Talwar, Zhang 2019). Amplification applies only when sampling really is Poisson."""
+    (Mironov, Talwar, Zhang 2019), add/remove neighbours. Amplification applies only when sampling really is
+    Poisson. DP-SGD's examples by default; clients under Poisson client sampling with ``unit=Unit.CLIENT``."""
 
     noise_multiplier: float
     sampling_rate: float
     count: int = 1
+    unit: Unit = field(default=Unit.EXAMPLE, kw_only=True)
+    relation: Neighbouring = field(default=Neighbouring.ADD_REMOVE, kw_only=True)
 
     def __post_init__(self) -> None:
         GaussianEvent(self.noise_multiplier)
@@ -143,6 +176,15 @@ class ComposedEvent(PrivacyEvent):
 
     events: tuple[PrivacyEvent, ...]
 
+    def __post_init__(self) -> None:
+        kinds = {(e.unit, e.relation) for e in self.events}
+        if len(kinds) > 1:
+            raise InvalidPrivacyParameter(f"cannot compose events of different units or relations: {kinds}")
+        if kinds:
+            (unit, relation), = kinds
+            object.__setattr__(self, "unit", unit)
+            object.__setattr__(self, "relation", relation)
+
     @property  # type: ignore[override]
     def rdp_bound_only(self) -> bool:
         return any(e.rdp_bound_only for e in self.events)
@@ -161,11 +203,15 @@ _TYPES = {cls.__name__: cls for cls in (GaussianEvent, PoissonSampledGaussianEve
 def event_from_dict(data: dict[str, Any]) -> PrivacyEvent:
     """The inverse of :meth:`PrivacyEvent.describe`; raises :class:`InvalidPrivacyParameter` on bad input."""
     try:
-        fields = dict(data)
-        cls = _TYPES[fields.pop("type")]
+        values = dict(data)
+        cls = _TYPES[values.pop("type")]
         if cls is ComposedEvent:
-            return ComposedEvent(tuple(event_from_dict(e) for e in fields["events"]))
-        return cls(**fields)
-    except (KeyError, TypeError, ValueError) as err:
+            return ComposedEvent(tuple(event_from_dict(e) for e in values["events"]))
+        if "unit" in values:  # ledgers before version 4 state neither: each class's default is what they meant
+            values["unit"] = Unit(values["unit"])
+        if "relation" in values:
+            values["relation"] = Neighbouring(values["relation"])
+        return cls(**values)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InvalidPrivacyParameter(f"not a privacy event: {data!r} ({err})") from None
 

@@ -7,12 +7,15 @@ so counting both is the truthful (conservative) account.
 
 File format (columns of integers, so that 1000 clients x 1000 rounds stays small and parses fast)::
 
-    {"version": 3, "delta": d, "max_epsilon": e | null,
+    {"version": 4, "delta": d, "max_epsilon": e | null,
      "events": [event description, ...],      # each distinct event once
      "parties": [party, ...],                 # each party once: a client id or "population"
      "rounds": [r, ...], "party": [index into parties, ...], "event": [index into events, ...]}
 
-Entry i says that in round ``rounds[i]`` party ``parties[party[i]]`` spent ``events[event[i]]``. Version 2
+Entry i says that in round ``rounds[i]`` party ``parties[party[i]]`` spent ``events[event[i]]``. Every event
+states its unit (example or client) and neighbour relation (:mod:`dp.events`); one party's entries all share
+one unit and relation (composing across them would mean nothing), which :meth:`PrivacyLedger.commit` checks.
+Version 3 files (events without unit and relation: each class's default is what they meant) and version 2
 files (``"entries": [[round, party, event index], ...]``) are still read.
 """
 
@@ -30,11 +33,11 @@ import numpy as np
 
 from dp.accounting import RDPAccountant
 from dp.errors import InvalidPrivacyParameter
-from dp.events import GaussianTerm, PrivacyEvent, event_from_dict
+from dp.events import GaussianTerm, Neighbouring, PrivacyEvent, Unit, event_from_dict
 
 POPULATION = "population"
 LEDGER_NAME = "ledger.json"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 Party = Union[int, str]
 
 
@@ -53,6 +56,19 @@ class PrivacyLedger:
         self._columns: tuple[int, tuple[list[Party], np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._terms: dict[Party, Counter[tuple[float, float]]] = {}
         self._bound_only: set[Party] = set()
+        self._kinds: dict[Party, tuple[Unit, Neighbouring]] = {}
+
+    def kind(self, party: Party) -> tuple[Unit, Neighbouring] | None:
+        """The unit and neighbour relation of ``party``'s entries (None before its first)."""
+        return self._kinds.get(party)
+
+    def _check_kind(self, party: Party, event: PrivacyEvent, pending: dict[Party, tuple[Unit, Neighbouring]]) -> None:
+        kind = (event.unit, event.relation)
+        known = self._kinds.get(party) or pending.setdefault(party, kind)
+        if known != kind:
+            raise InvalidPrivacyParameter(
+                f"party {party!r} has {known[0].value}-level {known[1].value} entries; an event of "
+                f"{kind[0].value}-level {kind[1].value} cannot be composed with them")
 
     def epsilon(self, party: Party) -> float:
         """RDP epsilon at the ledger's delta spent so far by a client id or ``"population"``."""
@@ -76,8 +92,10 @@ class PrivacyLedger:
     def commit(self, round_index: int, spend: Mapping[Party, Iterable[PrivacyEvent]], path: Path | None) -> None:
         """Record a round's releases and, with ``path``, persist the whole ledger atomically."""
         new = [(round_index, _party(party), event) for party, events in spend.items() for event in events]
-        for _, _, event in new:
-            RDPAccountant().compose(event)  # validate everything before changing anything
+        pending: dict[Party, tuple[Unit, Neighbouring]] = {}
+        for _, party, event in new:  # validate everything before changing anything
+            RDPAccountant().compose(event)
+            self._check_kind(party, event, pending)
         for r, party, event in new:
             self._add(r, party, self._event_index(event))
         if path is not None:
@@ -117,6 +135,8 @@ class PrivacyLedger:
     def _compose(self, party: Party, index: int, times: int) -> None:
         counter = self._terms.setdefault(party, Counter())
         event = self.events[index]
+        self._check_kind(party, event, {})
+        self._kinds.setdefault(party, (event.unit, event.relation))
         for z, q, n in event.terms():
             counter[(z, q)] += n * times
         if event.rdp_bound_only:
@@ -154,7 +174,7 @@ class PrivacyLedger:
                 where = {p: i for i, p in enumerate(data["parties"])}
                 data["party"] = [where[e[1]] for e in entries]
                 data["event"] = [e[2] for e in entries]
-            elif version != FORMAT_VERSION:
+            elif version not in (3, FORMAT_VERSION):
                 raise InvalidPrivacyParameter(f"unsupported ledger version {version}")
             ledger = cls(float(data["delta"]), data.get("max_epsilon"))
             for description in data["events"]:

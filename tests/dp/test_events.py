@@ -12,18 +12,29 @@ from dp.events import (
     DistributedDiscreteGaussianEvent,
     DistributedGaussianEvent,
     GaussianEvent,
+    Neighbouring,
     PoissonSampledGaussianEvent,
+    Unit,
     event_from_dict,
 )
 
 z = st.floats(0.1, 20)
-gaussian = st.builds(GaussianEvent, z)
-sampled = st.builds(PoissonSampledGaussianEvent, z, st.floats(1e-4, 1.0), st.integers(1, 10**6))
-distributed = st.builds(DistributedGaussianEvent, z, st.integers(1, 1000), st.integers(1, 1000))
-discrete = st.builds(DistributedDiscreteGaussianEvent, z, st.integers(1, 100), st.integers(1, 100),
-                     st.floats(0.5, 1e6), st.floats(1.0, 1e6), st.integers(1, 10**6))
-leaf = st.one_of(gaussian, sampled, distributed, discrete)
-event = st.one_of(leaf, st.builds(ComposedEvent, st.lists(leaf, max_size=4).map(tuple)))
+
+
+def leaves(kind: dict) -> st.SearchStrategy:
+    return st.one_of(
+        st.builds(GaussianEvent, z, **kind),
+        st.builds(PoissonSampledGaussianEvent, z, st.floats(1e-4, 1.0), st.integers(1, 10**6), **kind),
+        st.builds(DistributedGaussianEvent, z, st.integers(1, 1000), st.integers(1, 1000), **kind),
+        st.builds(DistributedDiscreteGaussianEvent, z, st.integers(1, 100), st.integers(1, 100),
+                  st.floats(0.5, 1e6), st.floats(1.0, 1e6), st.integers(1, 10**6), **kind))
+
+
+kinds = st.fixed_dictionaries({"unit": st.sampled_from(Unit), "relation": st.sampled_from(Neighbouring)})
+leaf = kinds.flatmap(lambda kind: leaves({k: st.just(v) for k, v in kind.items()}))
+composed = kinds.flatmap(lambda kind: st.builds(
+    ComposedEvent, st.lists(leaves({k: st.just(v) for k, v in kind.items()}), max_size=4).map(tuple)))
+event = st.one_of(leaf, composed)
 
 
 @given(event)
@@ -99,3 +110,15 @@ def test_invalid_events(make):
 def test_bad_descriptions(data):
     with pytest.raises(InvalidPrivacyParameter):
         event_from_dict(data)
+
+
+def test_units_and_relations_are_stated_and_never_mixed():
+    assert PoissonSampledGaussianEvent(1.0, 0.1).describe()["unit"] == "example"
+    assert PoissonSampledGaussianEvent(1.0, 0.1).describe()["relation"] == "add/remove"
+    assert GaussianEvent(1.0).describe()["relation"] == "replace-with-zero"
+    assert GaussianEvent(1.0).unit is Unit.CLIENT
+    assert event_from_dict({"type": "GaussianEvent", "noise_multiplier": 1.0}) == GaussianEvent(1.0)  # ledger v3
+    with pytest.raises(InvalidPrivacyParameter, match="different units"):
+        ComposedEvent((GaussianEvent(1.0), PoissonSampledGaussianEvent(1.0, 0.1)))
+    with pytest.raises(InvalidPrivacyParameter):
+        event_from_dict({"type": "GaussianEvent", "noise_multiplier": 1.0, "unit": "household"})

@@ -53,7 +53,7 @@ def test_version_2_files_are_still_read(tmp_path):
     ledger = PrivacyLedger.load(path)
     assert ledger.terms(0) == [(2.0, 1.0, 2)] and ledger.terms(POPULATION) == [(2.0, 1.0, 1)]
     ledger.save(path)
-    assert json.loads(path.read_text())["version"] == 3
+    assert json.loads(path.read_text())["version"] == 4
     assert PrivacyLedger.load(path).entries == ledger.entries
 
 
@@ -89,3 +89,16 @@ def test_bad_settings():
         PrivacyLedger(0.0)
     with pytest.raises(InvalidPrivacyParameter):
         PrivacyLedger(1e-5, max_epsilon=-1)
+
+
+def test_a_party_never_mixes_units_or_relations(tmp_path):
+    from dp.events import Unit
+
+    ledger = PrivacyLedger(1e-5)
+    ledger.commit(1, {0: [PoissonSampledGaussianEvent(1.0, 0.1)]}, tmp_path / LEDGER_NAME)
+    with pytest.raises(InvalidPrivacyParameter, match="cannot be composed"):
+        ledger.commit(2, {1: [GaussianEvent(1.0)], 0: [GaussianEvent(1.0)]}, tmp_path / LEDGER_NAME)
+    assert ledger.terms(1) == [] and len(ledger.entries) == 1  # check-then-commit: nothing of round 2 added
+    assert ledger.kind(0)[0] is Unit.EXAMPLE
+    again = PrivacyLedger.load(tmp_path / LEDGER_NAME)
+    assert again.kind(0) == ledger.kind(0) and again.events == ledger.events
