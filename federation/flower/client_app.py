@@ -170,7 +170,6 @@ def decrypt(message: Message, context: Context) -> Message:
     node, secure = NodeState(context), config.protection()
     if node.get("key_holder") is None or not isinstance(secure, CKKS):
         raise ProtocolError("the key holder has no key: it was never greeted")
-    pinned_weight_bound(node)  # enrolled
     holder = _key_holder(node, secure, config.min_clients, pinned_directory(node))
     request = decode_request(field(message, "request", bytes))
     try:

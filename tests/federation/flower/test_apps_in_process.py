@@ -92,3 +92,16 @@ def test_a_client_the_server_does_not_know_of_is_refused_at_the_greeting(tmp_pat
     grid = InProcessGrid(job, [{"partition-id": 0}, {"partition-id": 5}])
     with pytest.raises(ConfigError, match="client index 5 outside 0..1"):
         server_app.run(grid, job)
+
+
+
+def test_a_client_reporting_no_examples_is_refused_before_enrolment(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    config = ExperimentConfig(clients=2, rounds=1, local_epochs=1, hidden=8, secure=SecureMode.MASK)
+    job = FlowerJob(config, tmp_path / "out", app=TEMPLATE)
+    monkeypatch.setattr(client_app, "node_client", lambda job, index: SimpleNamespace(num_examples=index))
+    grid = InProcessGrid(job, _nodes(2, SecureMode.MASK))
+    with pytest.raises(ConfigError, match="client 0 on SuperNode 10 has no examples"):
+        server_app.run(grid, job)
+    assert all(c.state["secagg.node"].get("directory") is None for c in grid.contexts.values())
