@@ -161,7 +161,8 @@ def run(grid: Grid, job: FlowerJob) -> None:
     bound = protection.weight_bound(config.privacy_mode(), examples)
     # the ring and the CKKS modulus for the counts the clients reported: refused before anyone is enrolled
     protection.check(config.protection(), config.privacy_mode(), protection.Population(
-        examples, (1,) * len(examples), config.federation_config().sample_size(len(examples)), config.min_clients))
+        examples, (1,) * len(examples), config.federation_config().sample_size(len(examples)),
+        min_clients=config.min_clients))
     enrol(grid, roster, bound, job.stage_timeout)
     runtime = FlowerRuntime(grid, job.stage_timeout, progress=job.out / "progress.jsonl")
     key_holder = None if roster.key_holder is None else RemoteKeyHolder(grid, roster.key_holder, job.stage_timeout)
