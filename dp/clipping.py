@@ -34,11 +34,12 @@ import numpy as np
 
 from dp.adaptive import AdaptiveClipping
 from dp.errors import InvalidPrivacyParameter
-from dp.events import DistributedDiscreteGaussianEvent, DistributedGaussianEvent, GaussianEvent, PrivacyEvent
+from dp.events import (DistributedDiscreteGaussianEvent, DistributedGaussianEvent, GaussianEvent, Neighbouring,
+                       PoissonSampledGaussianEvent, PrivacyEvent, Unit)
 from secagg.aggregation import AggregateResult, Aggregator, ClientSession, RoundContext, ServerSession
 from secagg.encoding import FixedPointEncoder
 from secagg.masking import MaskingAggregator
-from secagg.primitives.noise import secure_gaussian
+from secagg.primitives.noise import discrete_gaussian, secure_gaussian
 
 
 class ClientLevelMode(enum.Enum):
@@ -53,6 +54,9 @@ class ClientLevelDP:
     mode: ClientLevelMode = ClientLevelMode.CENTRAL
     min_clients: int = 2
     adaptive: AdaptiveClipping | None = None
+    sampling_rate: float | None = None
+    expected_clients: float | None = None
+    secure_mode: bool = False
 
     def __post_init__(self) -> None:
         GaussianEvent(self.noise_multiplier)
@@ -60,6 +64,17 @@ class ClientLevelDP:
             raise InvalidPrivacyParameter(f"clip must be positive, got {self.clip}")
         if self.min_clients < 1:
             raise InvalidPrivacyParameter(f"min_clients must be positive, got {self.min_clients}")
+        if (self.sampling_rate is None) != (self.expected_clients is None):
+            raise InvalidPrivacyParameter("Poisson client sampling needs both sampling_rate and expected_clients")
+        if self.sampling_rate is not None:
+            assert self.expected_clients is not None
+            if not 0 < self.sampling_rate <= 1 or not self.expected_clients > 0:
+                raise InvalidPrivacyParameter(f"sampling rate {self.sampling_rate} outside (0, 1] or expected "
+                                              f"clients {self.expected_clients} not positive")
+            if self.mode is not ClientLevelMode.CENTRAL or self.adaptive is not None:
+                raise InvalidPrivacyParameter(
+                    "Poisson client sampling is accounted for central DP without adaptive clipping only: under "
+                    "add/remove neighbours a distributed round's noise shares change with the participants")
         if self.adaptive is not None:
             if self.mode is not ClientLevelMode.CENTRAL:
                 raise InvalidPrivacyParameter("adaptive clipping is implemented for central DP only: distributed "
@@ -169,11 +184,39 @@ class _DPServer:
                 self.owner.clip = self.dp.adaptive.next_clip(self.clip, count / k)
             else:
                 z_update = z
-            mean = ((total + secure_gaussian(total.size, z_update * self.sensitivity)) / k).astype(np.float32)
-            event = GaussianEvent(z)
+            noised = noised_sum(total, z_update, self.sensitivity, self.dp.secure_mode)
+            if self.dp.sampling_rate is not None:  # a fixed denominator: the count itself would leak
+                assert self.dp.expected_clients is not None
+                mean = (noised / self.dp.expected_clients).astype(np.float32)
+                event = PoissonSampledGaussianEvent(z, self.dp.sampling_rate, unit=Unit.CLIENT,
+                                                    relation=Neighbouring.ADD_REMOVE)
+            else:
+                mean = (noised / k).astype(np.float32)
+                event = GaussianEvent(z)
         elif self.ring is not None:
             event = DistributedDiscreteGaussianEvent(z, k, self.dp.min_clients, self.ring.noise_sigma,
                                                      self.ring.l2_sensitivity(self.clip), self.ring.dimension)
         else:
             event = DistributedGaussianEvent(z, k, self.dp.min_clients)
         return replace(result, mean=mean, events=result.events + (event,))
+
+
+SNAP_BITS = 20  # secure mode's grid: a power of two near the noise's standard deviation / 2^20
+
+
+def noised_sum(total: np.ndarray, noise_multiplier: float, sensitivity: float, secure_mode: bool) -> np.ndarray:
+    """``total`` plus N(0, (z sensitivity)^2) per coordinate, from a CSPRNG.
+
+    ``secure_mode``: floating-point attacks on sampled noise (Mironov 2012; Jin et al. 2022) read the secret in
+    the low bits of ``total + noise``. Instead the sum is snapped to a grid g (a power of two near
+    z sensitivity / 2^20) and a discrete Gaussian is added, drawn exactly with integers (Canonne, Kamath,
+    Steinke 2020): the release is an exact multiple of g, whatever the sum's bits. Snapping moves a
+    neighbour's sum by at most g sqrt(d) more, so the noise covers the sensitivity plus that, and the discrete
+    Gaussian's RDP bound is the continuous one's for GaussianEvent(z)."""
+    sigma = noise_multiplier * sensitivity
+    if not secure_mode:
+        return total + secure_gaussian(total.size, sigma)
+    grid = 2.0 ** math.floor(math.log2(sigma) - SNAP_BITS)
+    widened = noise_multiplier * (sensitivity + grid * math.sqrt(total.size))
+    steps = np.round(total / grid).astype(np.int64) + discrete_gaussian(total.size, widened / grid)
+    return steps.astype(np.float64) * grid

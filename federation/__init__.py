@@ -27,6 +27,7 @@ _EXPORTS = {
     "DPSGD": "federation.config",
     "CentralDP": "federation.config",
     "DistributedDP": "federation.config",
+    "ClientSampling": "federation.config",
     "History": "federation.records",
     "RoundRecord": "federation.records",
     "RoundStatus": "federation.records",
@@ -68,7 +69,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from federation.client import EpochTrainer, FederatedClient, train_epoch
-    from federation.config import CKKS, DPSGD, CentralDP, DistributedDP, Masking
+    from federation.config import CKKS, DPSGD, CentralDP, ClientSampling, DistributedDP, Masking
     from federation.data import DatasetName, FederatedData, load_dataset
     from federation.errors import CheckpointError, ConfigError, DataError, FederationError, OutputError
     from federation.model_io import load_model, save_model

@@ -14,6 +14,7 @@ carries and what ``--resume`` compares).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from dataclasses import dataclass
 from typing import Any, Union
@@ -105,12 +106,14 @@ class CentralDP(_Budget):
     """Client-level DP by a trusted server: each update clipped to L2 norm ``clip``, Gaussian noise z * clip on
     the sum. ``adaptive_quantile``: adapt the clip (starting from ``clip``) toward that quantile of the update
     norms (Andrew et al. 2021) with geometric rate ``clip_learning_rate`` and ``count_noise`` on the count
-    (default max(z, clients per round / 20))."""
+    (default max(z, clients per round / 20)). ``secure_mode``: the noise is a discrete Gaussian on a grid,
+    immune to floating-point attacks (:func:`dp.clipping.noised_sum`)."""
 
     clip: float = 1.0
     adaptive_quantile: float | None = None
     clip_learning_rate: float = 0.2
     count_noise: float | None = None
+    secure_mode: bool = False
 
     @property
     def _clip(self) -> float:
@@ -140,6 +143,17 @@ class DistributedDP(_Budget):
     @property
     def _clip(self) -> float:
         return self.clip
+
+
+class ClientSampling(enum.Enum):
+    """How a round's clients are drawn. ``FIXED_SIZE``: exactly ``clients_per_round`` without replacement
+    (utility: every round has the same size; client-level DP is then accounted without amplification, for
+    replace-with-zero neighbours). ``POISSON``: each client joins independently with probability
+    q = clients_per_round / clients, from a CSPRNG (client-level DP is then amplified by sampling, for
+    add/remove neighbours, and every eligible client is charged every round; see docs/privacy-audit.md)."""
+
+    FIXED_SIZE = "fixed-size"
+    POISSON = "poisson"
 
 
 Protection = Union[Masking, CKKS, None]

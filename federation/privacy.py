@@ -93,8 +93,9 @@ class PrivacyBook:
             self.declined[round_index] = declined
         return tuple(admitted)
 
-    def record(self, round_index: int, outcome: RoundOutcome) -> None:
-        """Commit the round's releases to the ledger (persisted) before its result is released.
+    def record(self, round_index: int, outcome: RoundOutcome, eligible: Sequence[int] | None = None) -> None:
+        """Commit the round's releases to the ledger (persisted) before its result is released; ``eligible``:
+        under Poisson client sampling, the clients that could have been drawn.
 
         A ledger that cannot be written raises :class:`OutputError`: the round's result must not be released.
         """
@@ -103,7 +104,9 @@ class PrivacyBook:
             if report.events:
                 spend.setdefault(c, []).extend(report.events)
         if outcome.result is not None and outcome.events:
-            for c in outcome.result.contributors:
+            # Poisson sampling: every client that could have been drawn is charged (its inclusion is the secret
+            # amplification rests on); fixed-size: the contributors (the others' data was not used)
+            for c in (eligible if eligible is not None else outcome.result.contributors):
                 spend.setdefault(c, []).extend(outcome.events)  # type: ignore[arg-type]
             spend[POPULATION] = list(outcome.events)  # type: ignore[arg-type]
         if self.path is None:
@@ -127,8 +130,9 @@ class PrivacyBook:
 
 def expected_entries(record: RoundRecord) -> int:
     """How many ledger entries :meth:`PrivacyBook.record` commits for the round ``record`` describes: each
-    client's own events, and, for a released aggregate, the round's events for every contributor and the
-    population."""
+    client's own events, and, for a released aggregate, the round's events for every contributor (Poisson
+    sampling: every eligible client) and the population."""
     own = sum(len(c.get("privacy_events", ())) for c in record.per_client)
     released = record.status.value == "ok" and record.privacy_events
-    return own + ((record.survivors + 1) * len(record.privacy_events) if released else 0)
+    charged = record.survivors if record.charged is None else record.charged
+    return own + ((charged + 1) * len(record.privacy_events) if released else 0)

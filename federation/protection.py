@@ -40,6 +40,7 @@ class Population:
     min_clients: int = 1
     rounds: int = 1
     local_epochs: int = 1
+    sampling_rate: float | None = None  # Poisson client sampling's q; None: fixed-size sampling
 
     @property
     def clients(self) -> int:
@@ -81,6 +82,11 @@ def check(secure: Protection, dp: Privacy, population: Population) -> None:
     """Refuse, before anyone trains, what this population cannot run under ``secure`` and ``dp``."""
     from secagg.errors import SecAggError
 
+    if population.sampling_rate is not None and client_level(dp) and (
+            isinstance(dp, DistributedDP) or (isinstance(dp, CentralDP) and dp.adaptive_quantile is not None)):
+        raise ConfigError("Poisson client sampling is accounted for CentralDP without adaptive clipping: under "
+                          "add/remove neighbours a distributed round's noise shares change with its participants "
+                          "(use fixed-size sampling, accounted for replace-with-zero neighbours)")
     if isinstance(dp, DistributedDP) and secure is None:
         raise ConfigError("DistributedDP needs secure=Masking() or CKKS(): without secure aggregation the server "
                           "sees each client's noised update, so the noise shares protect nothing")
@@ -124,7 +130,7 @@ def noise_multiplier(dp: DPSGD | CentralDP | DistributedDP, population: Populati
     """``dp.noise_multiplier``, or the smallest one that keeps every client within ``dp.target_epsilon`` after
     every round (RDP). DP-SGD: Opacus samples each batch at rate 1 / batches per epoch, so the client with the
     fewest batches is the binding one. Client-level DP: no sampling amplification is claimed (clients are
-    drawn without replacement, not by Poisson sampling)."""
+    drawn without replacement: no amplification) or, under Poisson client sampling, amplified at rate q."""
     if dp.noise_multiplier is not None:
         return float(dp.noise_multiplier)
     from opacus.accountants.utils import get_noise_multiplier
@@ -133,7 +139,7 @@ def noise_multiplier(dp: DPSGD | CentralDP | DistributedDP, population: Populati
         batches = min(population.batches)
         rate, steps = 1.0 / batches, population.rounds * population.local_epochs * batches
     else:
-        rate, steps = 1.0, population.rounds
+        rate, steps = population.sampling_rate or 1.0, population.rounds
     return float(get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta, sample_rate=rate,
                                       steps=steps, accountant="rdp"))
 
@@ -169,7 +175,7 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
     from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode
     from dp.dpsgd import DPSGDConfig
     from dp.errors import InvalidPrivacyParameter
-    from dp.events import GaussianEvent
+    from dp.events import GaussianEvent, Neighbouring, PoissonSampledGaussianEvent, PrivacyEvent, Unit
 
     check(secure, dp, population)
     z = noise_multiplier(dp, population) if dp is not None else None
@@ -192,10 +198,15 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
             count_noise = max(z, population.per_round / 20) if dp.count_noise is None else dp.count_noise
             adaptive = AdaptiveClipping(dp.adaptive_quantile, count_noise, dp.clip_learning_rate)
         mode = ClientLevelMode.CENTRAL if isinstance(dp, CentralDP) else ClientLevelMode.DISTRIBUTED
-        level = ClientLevelDP(z, dp.clip, mode, min_contributions(population.min_clients), adaptive)
+        q = population.sampling_rate
+        level = ClientLevelDP(z, dp.clip, mode, min_contributions(population.min_clients), adaptive, q,
+                              None if q is None else q * population.clients,
+                              isinstance(dp, CentralDP) and dp.secure_mode)
     except InvalidPrivacyParameter as err:
         raise ConfigError(str(err)) from None
-    return Stack(ClientLevelDPAggregator(inner, level), None, (GaussianEvent(z),), z)
+    planned: PrivacyEvent = GaussianEvent(z) if q is None else PoissonSampledGaussianEvent(
+        z, q, unit=Unit.CLIENT, relation=Neighbouring.ADD_REMOVE)
+    return Stack(ClientLevelDPAggregator(inner, level), None, (planned,), z)
 
 
 # The protection mode with the parties in other processes (a distributed runtime): the server's side, and each

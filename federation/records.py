@@ -49,6 +49,7 @@ class RoundRecord:
     per_client: list[dict[str, Any]]
     privacy_events: list[dict[str, Any]]
     abort_reason: str | None = None
+    charged: int | None = None  # Poisson client sampling: how many clients the round's events were charged to
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -61,7 +62,7 @@ def record_from_dict(d: dict[str, Any]) -> RoundRecord:
 
 
 def round_record(r: int, sampled: tuple[int, ...], outcome: RoundOutcome, server_seconds: float,
-                 accuracy: float | None, loss: float | None) -> RoundRecord:
+                 accuracy: float | None, loss: float | None, charged: int | None = None) -> RoundRecord:
     """The record of round ``r``: its outcome's per-client reports summarized (means over the clients that did
     not drop), with every client's row and every privacy event."""
     import numpy as np
@@ -91,6 +92,7 @@ def round_record(r: int, sampled: tuple[int, ...], outcome: RoundOutcome, server
                      "privacy_events": [e.describe() for e in c.events]} for c in reports],
         privacy_events=[e.describe() for e in outcome.events],  # type: ignore[attr-defined]
         abort_reason=outcome.abort_reason,
+        charged=charged,
     )
 
 
@@ -146,13 +148,19 @@ class History(list):
         return self.ledger.accountant(client).epsilon(delta) if client in parties else 0.0
 
     def privacy_summary(self) -> dict[str, Any] | None:
-        """The ``privacy`` block of results.json."""
+        """The ``privacy`` block of results.json: the unit (example or client) and neighbour relation its epsilons
+        are for, the population's epsilon and each client's."""
         if self.ledger is None:
             return None
         from dp.ledger import POPULATION, finite
 
-        per_client = {str(p): finite(self.ledger.epsilon(p)) for p in self.ledger.parties() if p != POPULATION}
-        return {"delta": self.ledger.delta, "epsilon_population": finite(self.epsilon()), "per_client": per_client,
+        parties = self.ledger.parties()
+        per_client = {str(p): finite(self.ledger.epsilon(p)) for p in parties if p != POPULATION}
+        kinds = {self.ledger.kind(p) for p in parties} - {None}
+        unit = sorted({k[0].value for k in kinds})  # type: ignore[index]
+        relation = sorted({k[1].value for k in kinds})  # type: ignore[index]
+        return {"unit": unit[0] if len(unit) == 1 else unit, "relation": relation[0] if len(relation) == 1 else relation,
+                "delta": self.ledger.delta, "epsilon_population": finite(self.epsilon()), "per_client": per_client,
                 "max_epsilon": self.ledger.max_epsilon,
                 "declined": {str(r): cs for r, cs in self.declined.items()}}
 

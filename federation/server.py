@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from federation import checkpoint, protection
 from federation.client import FederatedClient, TrainFn, train_epoch
-from federation.config import Privacy, Protection, to_dict
+from federation.config import ClientSampling, Privacy, Protection, to_dict
 from federation.errors import CheckpointError, ConfigError
 from federation.params import dimension, get_vector, set_vector
 from federation.privacy import PrivacyBook
@@ -34,6 +34,7 @@ from federation.runtime import InProcessRuntime, RoundOutcome, Runtime, abort
 from federation.strategy import ServerOptimizer, Strategy
 from secagg.aggregation import Aggregator, RoundContext
 from secagg.errors import SecAggError
+from secagg.primitives.noise import secure_uniform
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class FederationConfig:
     dropout: float = 0.0
     min_clients: int = 1
     seed: int = 0
+    client_sampling: ClientSampling = ClientSampling.FIXED_SIZE
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -78,7 +80,14 @@ class FederationConfig:
     def describe(self) -> dict[str, Any]:
         d = asdict(self)
         d["strategy"] = {**asdict(self.strategy), "name": self.strategy.name.value}
+        d["client_sampling"] = self.client_sampling.value
         return d
+
+    def sampling_rate(self, num_clients: int) -> float | None:
+        """q of Poisson client sampling (None for fixed-size sampling)."""
+        if self.client_sampling is ClientSampling.FIXED_SIZE:
+            return None
+        return self.sample_size(num_clients) / num_clients
 
 
 def derive_seed(seed: int, round_index: int, client: int) -> int:
@@ -182,7 +191,8 @@ class Federation:
         cfg = self.config
         batches = tuple(len(c.loader) if isinstance(c, FederatedClient) else 1 for c in self.clients.values())
         return protection.Population(tuple(self._examples.values()), batches, cfg.sample_size(len(self.clients)),
-                                     cfg.min_clients, cfg.rounds, cfg.local_epochs)
+                                     cfg.min_clients, cfg.rounds, cfg.local_epochs,
+                                     cfg.sampling_rate(len(self.clients)))
 
     def prepare(self) -> None:
         """Derive and check everything that depends on the clients, and build the aggregator stack; ``run()``
@@ -314,15 +324,25 @@ class Federation:
                sample_size: int) -> tuple[RoundRecord, np.ndarray]:
         cfg, aggregator = self.config, self.aggregator
         assert aggregator is not None
-        sampled = tuple(int(c) for c in np.sort(rng.choice(len(self.clients), sample_size, replace=False)))
-        n_drop = int(round(cfg.dropout * sample_size))
+        eligible: tuple[int, ...] | None = None  # Poisson: who could have been drawn, and so is charged
+        if cfg.client_sampling is ClientSampling.POISSON:
+            eligible = tuple(self.clients)
+            if self.privacy is not None:
+                eligible = self.privacy.admit(r, eligible, self.clients)
+            q = sample_size / len(self.clients)
+            coins = secure_uniform(len(eligible)) if eligible else np.ones(0)
+            sampled = tuple(c for c, u in zip(eligible, coins) if u < q)
+        else:
+            sampled = tuple(int(c) for c in np.sort(rng.choice(len(self.clients), sample_size, replace=False)))
+        n_drop = int(round(cfg.dropout * len(sampled)))
         dropping = rng.choice(sampled, n_drop, replace=False) if n_drop else []
         # one uniform draw per dropout whatever the protocol, so every mode samples the same clients
         drop_stage = {int(c): int(rng.random() * aggregator.stages) for c in dropping}
-        if self.privacy is not None:
+        if self.privacy is not None and eligible is None:
             sampled = self.privacy.admit(r, sampled, self.clients)
         if not sampled:
-            outcome = RoundOutcome(None, "every sampled client declined: privacy budget", {}, 0.0)
+            why = "no client drawn" if eligible else "every sampled client declined: privacy budget"
+            outcome = RoundOutcome(None, why, {}, 0.0)
         else:
             ctx = RoundContext.new(r, sampled, params.size, cfg.min_clients)
             seeds = {c: derive_seed(cfg.seed, r, c) for c in sampled}
@@ -331,7 +351,7 @@ class Federation:
             except SecAggError as err:  # a runtime's refusal of this one round (too few partners, ...)
                 outcome = RoundOutcome(None, abort(ctx, err), {}, 0.0)
         if self.privacy is not None:
-            self.privacy.record(r, outcome)  # persisted before anything of this round is released
+            self.privacy.record(r, outcome, eligible)  # persisted before anything of this round is released
         server_seconds = outcome.server_seconds
         if outcome.result is not None:
             t0 = time.perf_counter()
@@ -341,7 +361,8 @@ class Federation:
         if self.test_data is not None:
             set_vector(self.model, params)
             loss, accuracy = evaluate(self.model, self.test_data, self.loss_fn)
-        return round_record(r, sampled, outcome, server_seconds, accuracy, loss), params
+        charged = len(eligible) if eligible is not None else None
+        return round_record(r, sampled, outcome, server_seconds, accuracy, loss, charged), params
 
 
 __all__ = ["Federation", "FederationConfig", "RoundRecord", "RoundStatus", "derive_seed", "evaluate"]

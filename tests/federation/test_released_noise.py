@@ -56,6 +56,11 @@ def test_released_noise_matches_the_accounted_noise(secure, dp_kind, z):
     assert abs(total.mean()) < 5 * claimed / math.sqrt(DIMENSION)
 
 
+def test_secure_mode_central_noise_matches_the_accounted_noise():
+    total, event, aggregator = released_sum(CKKS(), CentralDP(noise_multiplier=2.0, clip=CLIP, secure_mode=True))
+    assert total.std() == pytest.approx(accounted_std(event, aggregator, 4), rel=0.05)
+
+
 def test_central_noise_under_masking_covers_the_quantized_sensitivity():
     """At 8 precision bits a client's encoding reaches well past C: the central noise is scaled to that reach."""
     total, event, aggregator = released_sum(Masking(), CentralDP(noise_multiplier=1.0, clip=CLIP), precision_bits=8)
