@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Federation": "federation.server",
-    "FederationConfig": "federation.server",
+    "FederationConfig": "federation.config",
     "evaluate": "federation.server",
     "Masking": "federation.config",
     "CKKS": "federation.config",
@@ -36,11 +36,11 @@ _EXPORTS = {
     "train_epoch": "federation.client",
     "save_model": "federation.model_io",
     "load_model": "federation.model_io",
-    "DatasetName": "federation.data",
+    "DatasetName": "federation.modes",
     "FederatedData": "federation.data",
     "load_dataset": "federation.data",
     "mlp": "federation.models",
-    "PartitionScheme": "federation.partition",
+    "PartitionScheme": "federation.modes",
     "partition_dataset": "federation.partition",
     "Strategy": "federation.strategy",
     "StrategyName": "federation.strategy",

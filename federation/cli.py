@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from federation.audit_cli import add_parser as add_audit_parser
 from federation.bench.modes import BenchMode
-from federation.config import Masking
+from federation.config import ClientSampling, Masking
 from federation.errors import ConfigError, FederationError, OutputError
 from federation.experiment_config import ExperimentConfig, PrivacySettings
 from federation.modes import DatasetName, DPMode, PartitionScheme, SecureMode
@@ -100,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-epsilon", type=float, default=None,
                      help="--dp: budget: clients decline rounds that would exceed it; the server stops when the "
                           "population's would")
-    run.add_argument("--secure-mode", action="store_true", help="--dp local: Opacus's secure noise generation")
+    run.add_argument("--secure-mode", action="store_true",
+                     help="--dp local: Opacus's secure noise generation; --dp central: discrete Gaussian noise on a "
+                          "grid, immune to floating-point attacks")
+    run.add_argument("--client-sampling", choices=_choices(ClientSampling), default=ClientSampling.FIXED_SIZE.value,
+                     help="fixed-size: exactly --clients-per-round each round (client-level DP accounted for "
+                          "replace-with-zero neighbours, no amplification); poisson: each client joins with "
+                          "probability clients-per-round / clients (--dp central amplified, add/remove neighbours)")
     run.add_argument("--dropout", type=float, default=d.dropout, help="fraction of sampled clients dropping per round")
     run.add_argument("--min-clients", type=int, default=d.min_clients, help="fewest contributions to release a round")
     run.add_argument("--seed", type=int, default=d.seed)
@@ -178,7 +184,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         seed=args.seed, masking=MaskingConfig(neighbors=args.neighbors, threshold=args.threshold,
                                               consistency_check=args.consistency_check, clip=args.encode_clip,
                                               precision_bits=args.precision_bits),
-        privacy=privacy)
+        privacy=privacy, client_sampling=ClientSampling(args.client_sampling))
 
 
 class RuntimeName(enum.Enum):

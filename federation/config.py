@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
 from federation.errors import ConfigError
+from federation.strategy import Strategy
 
 @dataclass(frozen=True)
 class Masking:
@@ -73,10 +74,10 @@ class _Budget:
         name = type(self).__name__
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ConfigError(f"{name}: give exactly one of noise_multiplier and target_epsilon")
-        for field in ("noise_multiplier", "target_epsilon", "max_epsilon"):
-            value = getattr(self, field)
+        for setting in ("noise_multiplier", "target_epsilon", "max_epsilon"):
+            value = getattr(self, setting)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name}: {field} must be positive, got {value}")
+                raise ConfigError(f"{name}: {setting} must be positive, got {value}")
         if not 0 < self.delta < 1:
             raise ConfigError(f"{name}: delta must be in (0, 1), got {self.delta}")
         if not self._clip > 0:
@@ -182,3 +183,54 @@ def from_dict(d: dict[str, Any] | None) -> Any:
     if extra:
         raise ConfigError(f"{cls.__name__}: unknown settings {sorted(extra)}")
     return cls(**{k: v for k, v in d.items() if k != "kind"})
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Round-loop settings. ``clients_per_round``: an int (a number), a float in (0, 1] (a fraction) or None (all)."""
+
+    rounds: int = 10
+    clients_per_round: int | float | None = None
+    local_epochs: int = 1
+    strategy: Strategy = field(default_factory=Strategy)
+    dropout: float = 0.0
+    min_clients: int = 1
+    seed: int = 0
+    client_sampling: ClientSampling = ClientSampling.FIXED_SIZE
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be at least 1, got {self.rounds}")
+        if self.local_epochs < 1:
+            raise ConfigError(f"local epochs must be at least 1, got {self.local_epochs}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.min_clients < 1:
+            raise ConfigError(f"min_clients must be at least 1, got {self.min_clients}")
+        cpr = self.clients_per_round
+        if isinstance(cpr, float) and not 0.0 < cpr <= 1.0:
+            raise ConfigError(f"a fraction of clients per round must be in (0, 1], got {cpr}")
+        if isinstance(cpr, int) and cpr < 1:
+            raise ConfigError(f"clients per round must be at least 1, got {cpr}")
+
+    def sample_size(self, num_clients: int) -> int:
+        cpr = self.clients_per_round
+        if cpr is None:
+            return num_clients
+        if isinstance(cpr, float):
+            return max(1, math.ceil(cpr * num_clients))
+        if cpr > num_clients:
+            raise ConfigError(f"{cpr} clients per round but only {num_clients} clients")
+        return cpr
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["strategy"] = {**asdict(self.strategy), "name": self.strategy.name.value}
+        d["client_sampling"] = self.client_sampling.value
+        return d
+
+    def sampling_rate(self, num_clients: int) -> float | None:
+        """q of Poisson client sampling (None for fixed-size sampling)."""
+        if self.client_sampling is ClientSampling.FIXED_SIZE:
+            return None
+        return self.sample_size(num_clients) / num_clients

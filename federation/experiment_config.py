@@ -8,13 +8,13 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from federation import protection
-from federation.config import CKKS, DPSGD, CentralDP, DistributedDP, Masking, Privacy, Protection
+from federation.config import CKKS, DPSGD, CentralDP, ClientSampling, DistributedDP, Masking, Privacy, Protection
 from federation.errors import ConfigError
 from federation.modes import DatasetName, DPMode, PartitionScheme, SecureMode
 from federation.strategy import Strategy, StrategyName
 
 if TYPE_CHECKING:
-    from federation.server import FederationConfig
+    from federation.config import FederationConfig
     from secagg.masking import MaskingConfig
 
 
@@ -57,7 +57,8 @@ class PrivacySettings:
             from dp.errors import InvalidPrivacyParameter
 
             try:
-                AdaptiveClipping(self.adaptive_quantile, 1.0 if self.count_noise is None else self.count_noise, self.clip_learning_rate)
+                count_noise = 1.0 if self.count_noise is None else self.count_noise
+                AdaptiveClipping(self.adaptive_quantile, count_noise, self.clip_learning_rate)
             except InvalidPrivacyParameter as err:
                 raise ConfigError(str(err)) from None
 
@@ -82,6 +83,7 @@ class ExperimentConfig:
     hidden: int = 64
     masking: MaskingConfig = field(default_factory=_default_masking)
     privacy: PrivacySettings | None = None
+    client_sampling: ClientSampling = ClientSampling.FIXED_SIZE
 
     def __post_init__(self) -> None:
         if self.clients < 1:
@@ -108,15 +110,17 @@ class ExperimentConfig:
                               "server sees each client's noised update, so the noise shares protect nothing")
         # the ring, the masking graph, the CKKS modulus: refused before any data is loaded
         population = protection.Population((1,) * self.clients, (1,) * self.clients,
-                                           loop.sample_size(self.clients), self.min_clients)
+                                           loop.sample_size(self.clients), self.min_clients,
+                                           sampling_rate=loop.sampling_rate(self.clients))
         protection.check(self.protection(), self.privacy_mode(), population)
 
     def federation_config(self) -> FederationConfig:
-        from federation.server import FederationConfig  # torch: only once the settings are used
+        from federation.config import FederationConfig
 
         return FederationConfig(rounds=self.rounds, clients_per_round=self.clients_per_round,
                                 local_epochs=self.local_epochs, strategy=self.strategy, dropout=self.dropout,
-                                min_clients=self.min_clients, seed=self.seed)
+                                min_clients=self.min_clients, seed=self.seed,
+                                client_sampling=self.client_sampling)
 
     def protection(self) -> Protection:
         """The protection mode as the public API's setting."""
@@ -137,7 +141,8 @@ class ExperimentConfig:
             return DPSGD(**budget, max_grad_norm=p.clip, secure_mode=p.secure_mode)
         if self.dp is DPMode.CENTRAL:
             return CentralDP(**budget, clip=p.clip, adaptive_quantile=p.adaptive_quantile,
-                             clip_learning_rate=p.clip_learning_rate, count_noise=p.count_noise)
+                             clip_learning_rate=p.clip_learning_rate, count_noise=p.count_noise,
+                             secure_mode=p.secure_mode)
         return DistributedDP(**budget, clip=p.clip)
 
     def describe(self) -> dict[str, Any]:
@@ -174,7 +179,7 @@ class ExperimentConfig:
         try:
             kw = dict(d)
             for key, kind in (("dataset", DatasetName), ("partition", PartitionScheme), ("secure", SecureMode),
-                              ("dp", DPMode)):
+                              ("dp", DPMode), ("client_sampling", ClientSampling)):
                 if key in kw:
                     kw[key] = kind(kw[key])
             if "strategy" in kw:

@@ -112,7 +112,8 @@ def config_options(config: ExperimentConfig) -> dict[str, Any]:
         dataset=c.dataset.value, clients=c.clients, clients_per_round=c.clients_per_round, rounds=c.rounds,
         local_epochs=c.local_epochs, batch_size=c.batch_size, lr=c.lr, partition=c.partition.value, alpha=c.alpha,
         strategy=c.strategy.name.value, server_lr=c.strategy.server_lr, mu=c.strategy.proximal_mu,
-        secure=c.secure.value, dp=c.dp.value, dropout=c.dropout, min_clients=c.min_clients, seed=c.seed)
+        secure=c.secure.value, dp=c.dp.value, dropout=c.dropout, min_clients=c.min_clients, seed=c.seed,
+        client_sampling=c.client_sampling.value)
     if c.secure is SecureMode.MASK:
         m = c.masking
         options.update(neighbors=m.neighbors, threshold=m.threshold, consistency_check=m.consistency_check,

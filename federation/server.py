@@ -11,10 +11,8 @@ interface and a runtime, so the protection modes are interchangeable, and so are
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,69 +23,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from federation import checkpoint, protection
 from federation.client import FederatedClient, TrainFn, train_epoch
-from federation.config import ClientSampling, Privacy, Protection, to_dict
+from federation.config import ClientSampling, FederationConfig, Privacy, Protection, to_dict
 from federation.errors import CheckpointError, ConfigError
 from federation.params import dimension, get_vector, set_vector
 from federation.privacy import PrivacyBook
 from federation.records import RUN_FILES, History, RoundRecord, RoundStatus, record_from_dict, round_record
 from federation.runtime import InProcessRuntime, RoundOutcome, Runtime, abort
-from federation.strategy import ServerOptimizer, Strategy
+from federation.strategy import ServerOptimizer
 from secagg.aggregation import Aggregator, RoundContext
 from secagg.errors import SecAggError
 from secagg.primitives.noise import secure_uniform
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FederationConfig:
-    """Round-loop settings. ``clients_per_round``: an int (a number), a float in (0, 1] (a fraction) or None (all)."""
-
-    rounds: int = 10
-    clients_per_round: int | float | None = None
-    local_epochs: int = 1
-    strategy: Strategy = field(default_factory=Strategy)
-    dropout: float = 0.0
-    min_clients: int = 1
-    seed: int = 0
-    client_sampling: ClientSampling = ClientSampling.FIXED_SIZE
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError(f"rounds must be at least 1, got {self.rounds}")
-        if self.local_epochs < 1:
-            raise ConfigError(f"local epochs must be at least 1, got {self.local_epochs}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.min_clients < 1:
-            raise ConfigError(f"min_clients must be at least 1, got {self.min_clients}")
-        cpr = self.clients_per_round
-        if isinstance(cpr, float) and not 0.0 < cpr <= 1.0:
-            raise ConfigError(f"a fraction of clients per round must be in (0, 1], got {cpr}")
-        if isinstance(cpr, int) and cpr < 1:
-            raise ConfigError(f"clients per round must be at least 1, got {cpr}")
-
-    def sample_size(self, num_clients: int) -> int:
-        cpr = self.clients_per_round
-        if cpr is None:
-            return num_clients
-        if isinstance(cpr, float):
-            return max(1, math.ceil(cpr * num_clients))
-        if cpr > num_clients:
-            raise ConfigError(f"{cpr} clients per round but only {num_clients} clients")
-        return cpr
-
-    def describe(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["strategy"] = {**asdict(self.strategy), "name": self.strategy.name.value}
-        d["client_sampling"] = self.client_sampling.value
-        return d
-
-    def sampling_rate(self, num_clients: int) -> float | None:
-        """q of Poisson client sampling (None for fixed-size sampling)."""
-        if self.client_sampling is ClientSampling.FIXED_SIZE:
-            return None
-        return self.sample_size(num_clients) / num_clients
 
 
 def derive_seed(seed: int, round_index: int, client: int) -> int:
