@@ -1,4 +1,5 @@
-"""Audit of a privacy ledger: epsilon per client and for the population, under RDP and PRV.
+"""Audit of a privacy ledger: epsilon per client and for the population, under RDP and PRV, with each party's
+unit (example or client) and neighbour relation, and zCDP / GDP parameters where the mechanism is natively so.
 
 Clients with the same multiset of Gaussian terms (same noise, sampling rate and counts) share one RDP and
 one PRV computation, and RDP curves are summed per distinct term, so a ledger of 1000 clients x 1000 rounds is
@@ -30,7 +31,11 @@ def audit(ledger: PrivacyLedger, *, delta: float | None = None, prv: bool = True
             rdp_cache[terms] = finite(accountant.epsilon(delta))
         if prv and key not in prv_cache:
             prv_cache[key] = finite(accountant.as_kind(PRVAccountant).epsilon(delta))
+        kind = ledger.kind(party)
         parties[str(party)] = {
+            "unit": kind[0].value if kind else None,
+            "relation": kind[1].value if kind else None,
+            **native(terms, accountant.bound_only),
             "epsilon_rdp": rdp_cache[terms],
             "epsilon_prv": prv_cache.get(key) if prv else None,
             "prv_is_rdp_bound": accountant.bound_only,  # some release is bounded only in RDP (dp.events)
@@ -44,6 +49,17 @@ def audit(ledger: PrivacyLedger, *, delta: float | None = None, prv: bool = True
         worst = max(parties.values(), key=lambda p: p["epsilon_rdp"] or float("inf"))
         population = {**worst, "note": "largest client epsilon (no population-level events)"}
     return {"delta": delta, "population": population, "clients": parties}
+
+
+def native(terms: tuple, bound_only: bool) -> dict[str, float | None]:
+    """zCDP and Gaussian-DP parameters where the composition is natively so: unsampled Gaussians (q = 1) give
+    rho = sum n / (2 z^2) (zCDP, Bun and Steinke 2016; also for the distributed discrete Gaussian, whose RDP
+    bound is alpha rho) and, for exact Gaussians only, mu = sqrt(sum n / z^2) (mu-GDP, Dong, Roth, Su 2019).
+    Subsampled terms are neither: None."""
+    if not terms or any(q != 1.0 for _, q, _ in terms):
+        return {"zcdp_rho": None, "gdp_mu": None}
+    inverse = sum(n / (z * z) for z, _, n in terms)
+    return {"zcdp_rho": inverse / 2.0, "gdp_mu": None if bound_only else float(np.sqrt(inverse))}
 
 
 def _rounds_per_party(ledger: PrivacyLedger) -> dict[Party, int]:

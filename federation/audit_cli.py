@@ -56,18 +56,26 @@ def _fmt(value: float | None) -> str:
 
 
 def _table(report: dict) -> str:
-    rows = [("party", "eps RDP", "eps PRV", "rounds", "steps", "noise z")]
+    rows = [("party", "unit", "neighbours", "eps RDP", "eps PRV", "zCDP rho", "rounds", "steps", "noise z", "q")]
     entries = [("population", report["population"])] if report["population"] else []
     entries += sorted(report["clients"].items(), key=lambda kv: int(kv[0]))
     for name, r in entries:
         prv = _fmt(r["epsilon_prv"]) + ("*" if r["prv_is_rdp_bound"] and r["epsilon_prv"] is not None else "")
-        rows.append((name, _fmt(r["epsilon_rdp"]), prv, str(r["rounds"]), str(r["steps"]),
-                     ",".join(f"{z:.3g}" for z in r["noise_multipliers"])))
+        rows.append((name, str(r.get("unit") or "-"), str(r.get("relation") or "-"), _fmt(r["epsilon_rdp"]), prv,
+                     _fmt(r.get("zcdp_rho")), str(r["rounds"]), str(r["steps"]),
+                     ",".join(f"{z:.3g}" for z in r["noise_multipliers"]),
+                     ",".join(f"{q:.3g}" for q in r["sampling_rates"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if any(r["prv_is_rdp_bound"] for _, r in entries):
         lines.append("* the RDP bound: discrete Gaussian releases have no exact PRV here")
+    relations = {r.get("relation") for _, r in entries}
+    if "replace-with-zero" in relations:
+        lines.append("replace-with-zero: fixed-size client sampling, no amplification; one client's data swapped "
+                     "for another's moves the sum by 2C: that relation costs what z/2 costs")
+    if "add/remove" in relations:
+        lines.append("add/remove: Poisson sampling (of examples by DP-SGD, or of clients), amplified at rate q")
     return f"delta = {report['delta']}\n" + "\n".join(lines) + f"\nplot: {report['plot']}"
 
 

@@ -30,3 +30,20 @@ def test_events_bounded_only_in_rdp_get_the_rdp_epsilon_under_prv_too(tmp_path):
     assert bounded["epsilon_prv"] == bounded["epsilon_rdp"]  # never a tighter claim than the bound allows
     assert exact["epsilon_prv"] < exact["epsilon_rdp"]
     assert report["population"]["epsilon_prv"] == report["population"]["epsilon_rdp"]
+
+
+def test_the_audit_states_units_relations_and_native_zcdp():
+    from dp.audit import audit
+    from dp.events import GaussianEvent, PoissonSampledGaussianEvent
+    from dp.ledger import POPULATION, PrivacyLedger
+
+    ledger = PrivacyLedger(1e-5)
+    for r in range(4):
+        ledger.commit(r, {0: [GaussianEvent(2.0)], POPULATION: [GaussianEvent(2.0)],
+                          1: [PoissonSampledGaussianEvent(1.0, 0.1, 5)]}, None)
+    report = audit(ledger, prv=False)
+    population, example = report["population"], report["clients"]["1"]
+    assert (population["unit"], population["relation"]) == ("client", "replace-with-zero")
+    assert population["zcdp_rho"] == 4 / (2 * 4.0) and population["gdp_mu"] == 1.0
+    assert (example["unit"], example["relation"]) == ("example", "add/remove")
+    assert example["zcdp_rho"] is None  # subsampled: not natively zCDP
