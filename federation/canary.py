@@ -5,7 +5,8 @@ job trains once, and the auditor scores every canary from the final model only:
 
 - example level (DP-SGD or no DP): canaries are out-of-distribution inputs (Gaussian vectors, far from any
   digit) with random labels, dealt round-robin to the clients' data; the score is minus the final model's
-  loss on the canary, calibrated by its mean loss over all labels (a memorized canary has a low loss);
+  loss on the canary (a memorized canary has a low loss; calibrating by the mean loss over all labels, or by
+  the initial model's, did no better on the default job);
 - client level (central or distributed DP, or no DP): canary clients whose update is a fixed random direction
   of L2 norm equal to the clip; the score is the dot product of the final model's change with the direction
   (the white-box "gradient canary" of the paper's federated setting, observed only in the final model).
@@ -105,7 +106,7 @@ def audit_job(config: ExperimentConfig, canaries: int, *, level: str | None = No
             data_c = ConcatDataset([shard, Subset(pool, mine)]) if mine else shard
             federation.add_client(DataLoader(data_c, batch_size=config.batch_size, shuffle=True), optimizer)
         federation.run()
-        scores = _margins(federation.model, x, y)
+        scores = -_losses(federation.model, x, y)
     else:
         for shard in shards:
             federation.add_client(DataLoader(shard, batch_size=config.batch_size, shuffle=True), optimizer)
@@ -140,13 +141,10 @@ class _FixedUpdate:
         set_vector(model, get_vector(model) + self.step)
 
 
-def _margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Minus the loss on the canary's label, calibrated by the mean loss over all labels of the same input:
-    the canary's logit minus the mean logit (an input the model is merely confident about scores low)."""
+def _losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     model.eval()
     with torch.no_grad():
-        logits = model(x).double()
-    return (logits.gather(1, y.view(-1, 1)).squeeze(1) - logits.mean(dim=1)).numpy()
+        return nn.functional.cross_entropy(model(x), y, reduction="none").double().numpy()
 
 
 def plot_bounds(audits: Sequence[CanaryAudit], path: Path | str, labels: Sequence[str] | None = None) -> Path:
