@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--end-to-end", action="store_true",
                        help="also train the default job in each mode and compare round times and accuracy")
     bench.add_argument("--rounds", type=int, default=20, help="rounds of the --end-to-end job")
+    bench.add_argument("--privacy", default=None, metavar="Z,Z,...", type=_list(float),
+                       help="instead of the protection modes, the default job's accuracy against epsilon for these "
+                            "noise multipliers (DP-SGD and central DP; --rounds, --seed), e.g. 0.5,1,2,4")
     bench.add_argument("--audit", default=None, metavar="CLIENTSxROUNDS",
                        help="instead of the protection modes, time auditing a synthetic ledger, e.g. 1000x1000")
     bench.add_argument("--quiet", action="store_true")
@@ -242,6 +245,14 @@ def bench_command(args: argparse.Namespace) -> int:
     cases = [BenchCase(m, p, c, d) for m in args.modes for p in args.params for c in args.clients
              for d in args.dropout]
     command = "secagg bench " + " ".join(sys.argv[2:]) if argv_is_cli() else "secagg bench"
+    if args.privacy is not None:
+        from federation.bench.privacy_sweep import run_privacy_sweep
+
+        report.write(args.out, [], command, privacy=run_privacy_sweep(args.privacy, rounds=args.rounds,
+                                                                      seed=args.seed))
+        if not args.quiet:
+            print((args.out / "bench.md").read_text())
+        return 0
     if args.audit is not None:
         from federation.bench.audit_bench import parse_size, run_audit_bench
 

@@ -28,7 +28,8 @@ def machine() -> dict[str, Any]:
 
 
 def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
-          end_to_end: Sequence[dict[str, Any]] | None = None, audit: dict[str, Any] | None = None) -> None:
+          end_to_end: Sequence[dict[str, Any]] | None = None, audit: dict[str, Any] | None = None,
+          privacy: Sequence[dict[str, Any]] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"command": command, "machine": machine(), "results": list(rows)}
     text = markdown(rows, command)
@@ -40,6 +41,12 @@ def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
     if end_to_end is not None:
         doc["end_to_end"] = list(end_to_end)
         text += "\n" + end_to_end_markdown(end_to_end)
+    if privacy is not None:
+        from federation.bench.privacy_sweep import plot_privacy, privacy_markdown
+
+        doc["privacy"] = list(privacy)
+        text += "\n" + privacy_markdown(privacy)
+        plot_privacy(out, privacy)
     atomic_write_bytes(out / "bench.json", json.dumps(doc, indent=2).encode())
     atomic_write_bytes(out / "bench.md", text.encode())
     if rows:
