@@ -20,6 +20,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-prv", action="store_true", help="skip the PRV accountant")
     p.add_argument("--plot", type=Path, default=None, help="PNG of epsilon per round (default: beside the ledger)")
+    p.add_argument("--empirical", action="store_true",
+                   help="also measure a lower bound on epsilon: rerun the run in LEDGER's directory (its stored "
+                        "settings) once with canaries (Steinke, Nasr, Jagielski 2023), into DIR/empirical")
+    p.add_argument("--canaries", type=int, default=None,
+                   help="--empirical: canaries (default 1000 examples for DP-SGD or no DP, 300 clients for "
+                        "client-level DP)")
     p.add_argument("--noise-multiplier", type=float, help="ad hoc: noise multiplier z")
     p.add_argument("--sample-rate", type=float, help="ad hoc: Poisson sampling rate q")
     p.add_argument("--steps", type=int, help="ad hoc: number of steps T")
@@ -42,13 +48,31 @@ def audit_command(args: argparse.Namespace) -> int:
               f"epsilon at delta={args.delta}: RDP {result['epsilon']['rdp']:.4f}, PRV {result['epsilon']['prv']:.4f}")
         return 0
     path = args.ledger / "ledger.json" if args.ledger.is_dir() else args.ledger
+    empirical = _empirical(path.parent, args.canaries) if args.empirical else None
     ledger = PrivacyLedger.load(path)
     report = audit(ledger, delta=args.delta, prv=not args.no_prv)
     plot = args.plot or path.with_name("epsilon.png")
     _plot(ledger, plot, args.delta, report)
     report["plot"] = str(plot)
+    if empirical is not None:
+        report["empirical"] = empirical
     print(json.dumps(report, indent=2) if args.json else _table(report))
     return 0
+
+
+def _empirical(directory: Path, canaries: int | None) -> dict:
+    """The run in ``directory`` again, with canaries, into ``directory/empirical``: its lower bound."""
+    from federation.canary import CLIENT, default_level, run_empirical_audit
+    from federation.experiment_config import ExperimentConfig
+    from federation.run_options import _stored_config
+
+    stored = _stored_config(directory)
+    if stored is None:
+        raise ConfigError(f"--empirical needs the settings of a secagg run in {directory} (its results.json)")
+    config = ExperimentConfig.from_dict(stored)
+    level = default_level(config)
+    m = canaries if canaries is not None else (300 if level == CLIENT else 1000)
+    return run_empirical_audit(config, m, directory / "empirical", level=level, overwrite=True)
 
 
 def _fmt(value: float | None) -> str:
@@ -76,6 +100,11 @@ def _table(report: dict) -> str:
                      "for another's moves the sum by 2C: that relation costs what z/2 costs")
     if "add/remove" in relations:
         lines.append("add/remove: Poisson sampling (of examples by DP-SGD, or of clients), amplified at rate q")
+    for a in report.get("empirical", {}).get("audits", []):
+        upper = "-" if a["epsilon_upper"] is None else f"{a['epsilon_upper']:.4f}"
+        lines.append(f"empirical ({a['level']} level, {a['m']} canaries, {a['correct']}/{a['guesses']} guesses "
+                     f"right, {100 * (1 - a['confidence']):.0f}% confidence): epsilon >= {a['epsilon_lower']:.4f} "
+                     f"(accounted <= {upper} for that run at delta {a['delta']:g})")
     return f"delta = {report['delta']}\n" + "\n".join(lines) + f"\nplot: {report['plot']}"
 
 

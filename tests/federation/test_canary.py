@@ -85,3 +85,31 @@ def test_impossible_audits_are_refused() -> None:
         audit_job(ExperimentConfig(**SMALL), 10, level="round")
     with pytest.raises(ConfigError, match="at least 2"):
         audit_job(ExperimentConfig(**SMALL), 1)
+
+
+def test_secagg_audit_empirical_reruns_the_stored_run_with_canaries(tmp_path, capsys):
+    import json as _json
+
+    from federation.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--clients", "3", "--rounds", "1", "--local-epochs", "1", "--dp", "central",
+                 "--noise-multiplier", "4", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["audit", str(out), "--empirical", "--canaries", "60", "--no-prv", "--json"]) == 0
+    report = _json.loads(capsys.readouterr().out)
+    (audit,) = report["empirical"]["audits"]
+    assert audit["level"] == "client" and audit["m"] == 60
+    assert audit["epsilon_lower"] <= audit["epsilon_upper"]
+    assert (out / "empirical" / "empirical.json").exists() and (out / "ledger.json").exists()
+
+
+def test_audit_empirical_without_a_run_is_a_clear_error(tmp_path, capsys):
+    from dp.events import GaussianEvent
+    from dp.ledger import LEDGER_NAME, PrivacyLedger
+    from federation.cli import main
+
+    ledger = PrivacyLedger(1e-5)
+    ledger.commit(1, {0: [GaussianEvent(1.0)]}, tmp_path / LEDGER_NAME)
+    assert main(["audit", str(tmp_path), "--empirical"]) == 2
+    assert "needs the settings of a secagg run" in capsys.readouterr().err
