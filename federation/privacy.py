@@ -11,11 +11,11 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from dp.errors import DPError
 from dp.events import PrivacyEvent
-from dp.ledger import LEDGER_NAME, POPULATION, Party, PrivacyLedger, finite
+from dp.ledger import LEDGER_NAME, POPULATION, Party, PrivacyLedger
 from federation.checkpoint import writing
 from federation.errors import CheckpointError
 from federation.client import FederatedClient
@@ -114,18 +114,6 @@ class PrivacyBook:
             return
         with writing(self.path):
             self.ledger.commit(round_index, spend, self.path)
-
-    def summary(self) -> dict[str, Any]:
-        """The ``privacy`` block of results.json."""
-        per_client = {str(p): finite(self.ledger.epsilon(p)) for p in self.ledger.parties() if p != POPULATION}
-        if POPULATION in self.ledger.parties():
-            population = finite(self.ledger.epsilon(POPULATION))
-        else:
-            values = [v for v in per_client.values() if v is not None]
-            population = max(values) if values else 0.0
-        return {"delta": self.ledger.delta, "epsilon_population": population, "per_client": per_client,
-                "max_epsilon": self.ledger.max_epsilon,
-                "declined": {str(r): cs for r, cs in self.declined.items()}}
 
 
 def expected_entries(record: RoundRecord) -> int:

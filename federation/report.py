@@ -2,48 +2,27 @@
 
 results.json::
 
-    {"config": {...}, "rounds": [RoundRecord.to_dict(), ...], "final": {"accuracy", "loss", "rounds",
-     "wall_seconds"}}
+    {"run_id": ..., "config": {...}, "rounds": [RoundRecord.to_dict(), ...], "final": {"accuracy", "loss",
+     "rounds", "wall_seconds"}, "privacy": {"unit", "relation", "delta", "epsilon_population", "per_client", ...}}
+
+(written by :meth:`federation.records.History.save`).
 
 Per-round keys: ``round``, ``status`` (ok | aborted), ``accuracy`` and ``loss`` on the global test set after
 the round, ``clients`` (sampled ids), ``dropped``, ``rejected``, ``survivors`` (contributors to the aggregate),
 ``bytes_up`` and ``bytes_down`` (mean bytes per non-dropped sampled client, measured on the serialized messages,
 the model broadcast included in bytes_down), ``client_seconds`` (mean per non-dropped client: local training
 plus protocol work), ``server_seconds`` (aggregation, unmasking or decryption, and the server optimizer),
-``per_client`` and ``privacy_events``.
+``per_client`` (each sampled client's status, examples, ``train_loss`` and ``metrics`` from its training
+function, seconds, bytes, privacy events), ``privacy_events`` and ``charged`` (Poisson client sampling: how
+many clients the round's events were charged to).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from federation.checkpoint import atomic_write_bytes
-from federation.server import RoundRecord
-
-RESULTS_NAME = "results.json"
-PLOT_NAME = "metrics.png"
-
-
-def results_document(config: dict[str, Any], history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, Any]:
-    last = history[-1] if history else None
-    return {
-        "config": config,
-        "rounds": [h.to_dict() for h in history],
-        "final": {
-            "accuracy": last.accuracy if last else None,
-            "loss": last.loss if last else None,
-            "rounds": len(history),
-            "wall_seconds": wall_seconds,
-        },
-    }
-
-
-def write_results(directory: Path, document: dict[str, Any]) -> Path:
-    path = Path(directory) / RESULTS_NAME
-    atomic_write_bytes(path, json.dumps(document, indent=2).encode())
-    return path
+from federation.records import PLOT_NAME, RoundRecord
 
 
 def plot_history(directory: Path, history: Sequence[RoundRecord]) -> Path:

@@ -52,6 +52,6 @@ def _timed_run(config: ExperimentConfig) -> dict[str, Any]:
     row: dict[str, Any] = {"rounds": config.rounds, "round_seconds": float(np.mean(times)),
                            "round_seconds_median": float(np.median(times)), "final_accuracy": history[-1].accuracy,
                            "bytes_up_per_client": float(np.mean([h.bytes_up for h in history]))}
-    if federation.privacy is not None:
-        row["epsilon"] = federation.privacy.summary()["epsilon_population"]
+    if history.ledger is not None:
+        row["epsilon"] = history.epsilon()
     return row

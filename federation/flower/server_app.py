@@ -26,7 +26,6 @@ from federation.flower.codec import encode_directory, field, payload
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob, nodes_needed
 from federation.flower.runtime import FlowerRuntime, exchange
 from federation.flower.userapp import server_federation
-from federation.report import results_document, write_results
 from secagg.ckks.decryption_wire import decode_release, encode_request
 from secagg.ckks.request import DecryptionRequest, Release
 from secagg.ckks.signing import public_key_payload
@@ -170,11 +169,10 @@ def run(grid: Grid, job: FlowerJob) -> None:
                                               roster.public_key)
     federation = server_federation(job, tuple(roster.clients[c] for c in range(config.clients)), examples, bound,
                                    aggregator, runtime)
-    started = time.perf_counter()
-    settings = {**config.describe(), "runtime": "flower", **({"app": job.app} if job.app else {})}
+    federation.history.config = {**config.describe(), "runtime": "flower", **({"app": job.app} if job.app else {})}
 
     def save(_record: object = None) -> None:
-        write_results(job.out, results_document(settings, federation.history, time.perf_counter() - started))
+        federation.history.save(job.out, plot=False)
 
     federation.run(on_round=save)
     save()

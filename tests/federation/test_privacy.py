@@ -29,7 +29,7 @@ def test_every_mode_trains_and_fills_the_ledger(tmp_path, dp, secure):
     assert all(h.status.value == "ok" for h in history)
     ledger = PrivacyLedger.load(tmp_path / LEDGER_NAME)
     assert {r for r, _, _ in ledger.entries} == {1, 2, 3}
-    summary = fed.privacy.summary()
+    summary = fed.history.privacy_summary()
     assert set(summary["per_client"]) == {"0", "1", "2", "3"}
     assert summary["epsilon_population"] > 0
     if dp is DPMode.LOCAL:
