@@ -74,3 +74,32 @@ def test_ckks_distributed_noise_is_never_clipped():
     total, event, _ = released_sum(CKKS(clip=0.1), DistributedDP(noise_multiplier=3.0, clip=CLIP))
     assert total.std() == pytest.approx(event.effective_noise_multiplier * CLIP, rel=0.05)
     assert np.abs(total).max() > 4 * 0.1 * 4  # far beyond what clipped shares could sum to
+
+
+def test_dp_sgd_releases_the_accounted_noise_in_the_update():
+    """Example level: a loss with zero gradient leaves only DP-SGD's noise in the update; each of the ``steps``
+    accounted steps adds N(0, (z C)^2) to the summed gradient, divided by the expected batch size."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dp.dpsgd import DPSGDConfig
+    from federation.client import FederatedClient
+
+    def zero_loss(model, loader, optimizer):
+        for xb, _ in loader:
+            optimizer.zero_grad()
+            (model(xb) * 0.0).sum().backward()
+            optimizer.step()
+
+    torch.manual_seed(0)
+    model = nn.Linear(200, 50)
+    data = TensorDataset(torch.randn(256, 200), torch.zeros(256, dtype=torch.long))
+    client = FederatedClient(model, torch.optim.SGD(model.parameters(), lr=1.0), DataLoader(data, batch_size=32),
+                             zero_loss, local_epochs=2, dp_sgd=DPSGDConfig(noise_multiplier=1.5, max_grad_norm=0.5))
+    start = np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
+    local = client.fit(start, seed=1)
+    (event,) = local.events
+    expected_batch = round(event.sampling_rate * 256)
+    claimed = event.noise_multiplier * 0.5 * math.sqrt(event.count) / expected_batch
+    assert local.delta.std() == pytest.approx(claimed, rel=0.05)
