@@ -11,6 +11,7 @@ available for this torch); ``secure_mode`` adds Opacus's defence against floatin
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,10 @@ class DPSGDConfig:
         GaussianEvent(self.noise_multiplier)
         if not self.max_grad_norm > 0:
             raise InvalidPrivacyParameter(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+
+
+# Opacus's per-sample hooks on a first layer whose input needs no gradient: harmless, and said every batch
+warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
 
 class PrivateTraining:

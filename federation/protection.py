@@ -9,12 +9,15 @@ the benchmarks and the Flower apps all call these.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from federation.config import CKKS, DPSGD, CentralDP, DistributedDP, Masking, Privacy, Protection
 from federation.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -133,6 +136,8 @@ def noise_multiplier(dp: DPSGD | CentralDP | DistributedDP, population: Populati
     drawn without replacement: no amplification) or, under Poisson client sampling, amplified at rate q."""
     if dp.noise_multiplier is not None:
         return float(dp.noise_multiplier)
+    import warnings
+
     from opacus.accountants.utils import get_noise_multiplier
 
     if isinstance(dp, DPSGD):
@@ -140,8 +145,10 @@ def noise_multiplier(dp: DPSGD | CentralDP | DistributedDP, population: Populati
         rate, steps = 1.0 / batches, population.rounds * population.local_epochs * batches
     else:
         rate, steps = population.sampling_rate or 1.0, population.rounds
-    return float(get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta, sample_rate=rate,
-                                      steps=steps, accountant="rdp"))
+    with warnings.catch_warnings():  # Opacus's "optimal order is the largest alpha" while it searches
+        warnings.simplefilter("ignore", UserWarning)
+        return float(get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta,
+                                          sample_rate=rate, steps=steps, accountant="rdp"))
 
 
 @dataclass(frozen=True)
@@ -199,7 +206,13 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
             adaptive = AdaptiveClipping(dp.adaptive_quantile, count_noise, dp.clip_learning_rate)
         mode = ClientLevelMode.CENTRAL if isinstance(dp, CentralDP) else ClientLevelMode.DISTRIBUTED
         q = population.sampling_rate
-        level = ClientLevelDP(z, dp.clip, mode, min_contributions(population.min_clients), adaptive, q,
+        shares = min_contributions(population.min_clients)
+        if isinstance(dp, DistributedDP) and population.per_round >= 4 * shares:
+            log.warning("DistributedDP: each client's noise share is sized so that %d survivors carry the target "
+                        "noise; the %d clients of a round add sqrt(%d/%d) = %.1fx that (more privacy, less "
+                        "accuracy): set min_clients near the survivors you expect per round", shares,
+                        population.per_round, population.per_round, shares, math.sqrt(population.per_round / shares))
+        level = ClientLevelDP(z, dp.clip, mode, shares, adaptive, q,
                               None if q is None else q * population.clients,
                               isinstance(dp, CentralDP) and dp.secure_mode)
     except InvalidPrivacyParameter as err:

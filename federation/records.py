@@ -181,8 +181,9 @@ class History(list):
 
     def save(self, directory: Path | str, *, overwrite: bool = False, plot: bool = True) -> Path:
         """Write results.json, ledger.json (with DP) and metrics.png into ``directory``. A directory holding
-        another run's files is refused unless ``overwrite``: a privacy record is never silently replaced (the
-        same run may save again, e.g. after every round)."""
+        another run's files is refused unless ``overwrite`` (then all of them are removed first, so no other
+        run's ledger stays beside these results): a privacy record is never silently replaced (the same run
+        may save again, e.g. after every round)."""
         import json
 
         from federation.checkpoint import atomic_write_bytes, writing
@@ -190,6 +191,10 @@ class History(list):
         directory = Path(directory)
         if not overwrite:
             refuse_other_run(directory, self.run_id)
+        elif stored_run_id(directory) != self.run_id:  # replacing another run: none of its files may remain
+            for name in RUN_FILES:
+                with writing(directory / name):
+                    (directory / name).unlink(missing_ok=True)
         with writing(directory):
             directory.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(directory / RESULTS_NAME, json.dumps(self.document(), indent=2).encode())

@@ -182,7 +182,7 @@ def test_save_writes_what_the_cli_writes_and_audit_reads_it(tmp_path):
     with pytest.raises(ConfigError, match="another run"):
         other.save(out)
     other.save(out, overwrite=True)
-    assert "ledger.json" in {p.name for p in out.iterdir()}  # not this run's, but never silently dropped either
+    assert "ledger.json" not in {p.name for p in out.iterdir()}  # the replaced run's ledger went with it
 
 
 def test_a_fresh_run_refuses_a_checkpoint_directory_of_another_run(tmp_path):
