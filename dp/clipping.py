@@ -124,6 +124,17 @@ class ClientLevelDPAggregator:
             clipped = np.append(clipped, 0.5 if within else -0.5)
         return inner.client_session(ctx, client_id, clipped.astype(np.float32), 1.0)
 
+    def noise_only(self, dimension: int) -> AggregateResult:
+        """Poisson client sampling: the release of a round with no contribution (no client drawn, or none
+        survived): the noise alone over the fixed denominator, so that whether a round had contributions never
+        shows, and the same event as any other round."""
+        if self.dp.sampling_rate is None or self.dp.expected_clients is None:
+            raise InvalidPrivacyParameter("a noise-only release is for Poisson client sampling")
+        noise = noised_sum(np.zeros(dimension), self.dp.noise_multiplier, self.clip, self.dp.secure_mode)
+        event = PoissonSampledGaussianEvent(self.dp.noise_multiplier, self.dp.sampling_rate, unit=Unit.CLIENT,
+                                            relation=Neighbouring.ADD_REMOVE)
+        return AggregateResult((noise / self.dp.expected_clients).astype(np.float32), 0.0, (), (event,))
+
     def server_session(self, ctx: RoundContext) -> ServerSession:
         ctx = self._inner_context(ctx)
         inner, ring = self._for_round(ctx)

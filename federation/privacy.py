@@ -61,14 +61,18 @@ class PrivacyBook:
             on_disk = PrivacyLedger.load(self.path)
         except DPError as err:
             raise CheckpointError(f"cannot resume: {err}; restore the ledger.json of this run") from None
-        found = Counter(r for r, _, _ in on_disk.entries)
+        found: dict[int, Counter] = {}
+        for r, _, index in on_disk.entries:
+            found.setdefault(r, Counter())[_key(on_disk.events[index].describe())] += 1
         done = max((r.round for r in completed), default=0)
-        wrong = sorted(r for r in set(expected) | {r for r in found if r <= done} if found[r] != expected.get(r, 0))
+        wrong = sorted(r for r in set(expected) | {r for r in found if r <= done}
+                       if found.get(r, Counter()) != expected.get(r, Counter()))
         later = sorted(r for r in found if r > done + 1)
         if wrong or later:
             raise CheckpointError(
                 f"the ledger does not match the checkpoint's {done} completed rounds (rounds {wrong + later} "
-                "differ): it belongs to another run or an older state of this one; restore the matching ledger")
+                "differ in what was charged): it belongs to another run or an older state of this one; restore "
+                "the matching ledger")
         if found.get(done + 1):
             log.warning("round %d was charged to the ledger before the run stopped; it is charged again when "
                         "it runs now (over-counting, never under-counting)", done + 1)
@@ -116,11 +120,25 @@ class PrivacyBook:
             self.ledger.commit(round_index, spend, self.path)
 
 
-def expected_entries(record: RoundRecord) -> int:
-    """How many ledger entries :meth:`PrivacyBook.record` commits for the round ``record`` describes: each
-    client's own events, and, for a released aggregate, the round's events for every contributor (Poisson
-    sampling: every eligible client) and the population."""
-    own = sum(len(c.get("privacy_events", ())) for c in record.per_client)
-    released = record.status.value == "ok" and record.privacy_events
-    charged = record.survivors if record.charged is None else record.charged
-    return own + ((charged + 1) * len(record.privacy_events) if released else 0)
+def expected_entries(record: RoundRecord) -> Counter:
+    """The events :meth:`PrivacyBook.record` commits for the round ``record`` describes, each with how many
+    parties it was charged to: each client's own events, and, for a released aggregate, the round's events
+    for every contributor (Poisson sampling: every eligible client) and the population."""
+    out: Counter = Counter()
+    for c in record.per_client:
+        for event in c.get("privacy_events", ()):
+            out[_key(event)] += 1
+    if record.status.value == "ok":
+        charged = record.survivors if record.charged is None else record.charged
+        for event in record.privacy_events:
+            out[_key(event)] += charged + 1
+    return out
+
+
+def _key(description: dict) -> str:
+    """An event description as a comparable key (the event as the ledger re-reads it, so defaults agree)."""
+    import json
+
+    from dp.events import event_from_dict
+
+    return json.dumps(event_from_dict(description).describe(), sort_keys=True)

@@ -86,10 +86,14 @@ def check(secure: Protection, dp: Privacy, population: Population) -> None:
     from secagg.errors import SecAggError
 
     if population.sampling_rate is not None and client_level(dp) and (
-            isinstance(dp, DistributedDP) or (isinstance(dp, CentralDP) and dp.adaptive_quantile is not None)):
-        raise ConfigError("Poisson client sampling is accounted for CentralDP without adaptive clipping: under "
-                          "add/remove neighbours a distributed round's noise shares change with its participants "
-                          "(use fixed-size sampling, accounted for replace-with-zero neighbours)")
+            isinstance(dp, DistributedDP) or dp.adaptive_quantile is not None or secure is not None  # type: ignore[union-attr]
+            or population.min_clients > 1):
+        raise ConfigError(
+            "Poisson client sampling is accounted for CentralDP on the plaintext path (secure=None, min_clients=1, "
+            "no adaptive clipping) only: a round's output must not depend on how many clients were drawn, but a "
+            "secure sum or min_clients aborts a round of too few, and the next client's presence would release "
+            "all of them at once (under add/remove neighbours distributed noise shares also change with the "
+            "participants). Use fixed-size sampling, accounted for replace-with-zero neighbours")
     if isinstance(dp, DistributedDP) and secure is None:
         raise ConfigError("DistributedDP needs secure=Masking() or CKKS(): without secure aggregation the server "
                           "sees each client's noised update, so the noise shares protect nothing")
@@ -140,15 +144,33 @@ def noise_multiplier(dp: DPSGD | CentralDP | DistributedDP, population: Populati
 
     from opacus.accountants.utils import get_noise_multiplier
 
-    if isinstance(dp, DPSGD):
-        batches = min(population.batches)
-        rate, steps = 1.0 / batches, population.rounds * population.local_epochs * batches
-    else:
-        rate, steps = population.sampling_rate or 1.0, population.rounds
-    with warnings.catch_warnings():  # Opacus's "optimal order is the largest alpha" while it searches
-        warnings.simplefilter("ignore", UserWarning)
-        return float(get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta,
-                                          sample_rate=rate, steps=steps, accountant="rdp"))
+    def calibrated(rate: float, steps: int) -> float:
+        with warnings.catch_warnings():  # Opacus's "optimal order is the largest alpha" while it searches
+            warnings.simplefilter("ignore", UserWarning)
+            return float(get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta,
+                                              sample_rate=rate, steps=steps, accountant="rdp"))
+
+    if not isinstance(dp, DPSGD):
+        return calibrated(population.sampling_rate or 1.0, population.rounds)
+    # DP-SGD: a client of b batches per epoch samples at 1 / b for rounds * epochs * b steps; the binding
+    # client is usually the one with the fewest batches, but not always (rates near 1): check them all
+    from opacus.accountants import RDPAccountant  # its coarser order grid: epsilons at or above ours
+
+    def epsilon(z: float, b: int) -> float:
+        accountant = RDPAccountant()
+        accountant.history = [(z, 1.0 / b, population.rounds * population.local_epochs * b)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return float(accountant.get_epsilon(dp.delta))
+
+    epochs = population.rounds * population.local_epochs
+    z = calibrated(1.0 / min(population.batches), epochs * min(population.batches))
+    for _ in range(8):
+        worst = max(set(population.batches), key=lambda b: epsilon(z, b))
+        if epsilon(z, worst) <= dp.target_epsilon * (1 + 1e-9):
+            return z
+        z = max(z, calibrated(1.0 / worst, epochs * worst)) * 1.001
+    raise ConfigError(f"DPSGD: no noise multiplier found that keeps every client within epsilon {dp.target_epsilon}")
 
 
 @dataclass(frozen=True)

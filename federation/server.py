@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dp.clipping import ClientLevelDPAggregator
 from federation import checkpoint, protection
 from federation.client import FederatedClient, TrainFn, train_epoch
 from federation.config import ClientSampling, FederationConfig, Privacy, Protection, to_dict
@@ -169,7 +171,8 @@ class Federation:
         cfg = self.config.describe()
         cfg.pop("rounds")
         return {"federation": cfg, "clients": len(self.clients), "dimension": dimension(self.model),
-                "aggregator": type(self.aggregator).__name__, **self.run_info}
+                "aggregator": type(self.aggregator).__name__, "secure": to_dict(self.secure), "dp": to_dict(self.dp),
+                "noise_multiplier": self.noise_multiplier, **self.run_info}
 
     def stop(self) -> None:
         """End the run after the current round (call it from ``on_round``: early stopping)."""
@@ -256,6 +259,13 @@ class Federation:
                 return 0, get_vector(self.model)
             raise
         if state.config != self.fingerprint():
+            stored_z, z = state.config.get("noise_multiplier"), self.noise_multiplier
+            if stored_z is not None and z is not None and stored_z != z and getattr(self.dp, "target_epsilon", None):
+                raise CheckpointError(
+                    f"the checkpoint's rounds ran at noise multiplier {stored_z:.6g}, calibrated to the target "
+                    f"epsilon for its number of rounds; {self.config.rounds} rounds would need {z:.6g}, and the "
+                    f"rounds already run cannot be re-noised. To extend the run, give noise_multiplier={stored_z:.6g} "
+                    "(--noise-multiplier) and, to bound it, max_epsilon (--max-epsilon)")
             raise CheckpointError("checkpoint belongs to a different configuration (only --rounds may change)")
         if state.round > self.config.rounds:
             raise CheckpointError(f"checkpoint is at round {state.round}, past the {self.config.rounds} asked for")
@@ -297,6 +307,10 @@ class Federation:
                 outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, aggregator)
             except SecAggError as err:  # a runtime's refusal of this one round (too few partners, ...)
                 outcome = RoundOutcome(None, abort(ctx, err), {}, 0.0)
+        if eligible is not None and outcome.result is None and isinstance(aggregator, ClientLevelDPAggregator):
+            # Poisson: a round without contributions still releases the noise, so its emptiness never shows
+            outcome = replace(outcome, result=aggregator.noise_only(params.size))
+            outcome.events = list(outcome.result.events)
         if self.privacy is not None:
             self.privacy.record(r, outcome, eligible)  # persisted before anything of this round is released
         server_seconds = outcome.server_seconds

@@ -211,3 +211,17 @@ def test_the_final_model_round_trips_as_a_state_dict_with_its_preprocessing(tmp_
         assert torch.equal(state[name], tensor) and torch.equal(fresh.state_dict()[name], tensor)
     with torch.no_grad():
         assert np.isclose(float(fresh(TEST[0][0][None]).sum()), float(fed.model(TEST[0][0][None]).sum()))
+
+
+@pytest.mark.parametrize("target, batches", [(8.0, (1, 2)), (30.0, (1, 2, 5)), (3.0, (3, 7, 20))])
+def test_dp_sgd_calibration_keeps_every_client_within_the_target(target, batches):
+    from opacus.accountants import RDPAccountant
+
+    from federation import protection
+
+    population = protection.Population(tuple(16 * b for b in batches), batches, len(batches), rounds=2)
+    z = protection.noise_multiplier(DPSGD(target_epsilon=target), population)
+    for b in batches:
+        accountant = RDPAccountant()
+        accountant.history = [(z, 1.0 / b, 2 * b)]
+        assert accountant.get_epsilon(1e-5) <= target * 1.001

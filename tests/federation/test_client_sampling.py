@@ -57,24 +57,38 @@ def test_the_issue_example_poisson_is_much_cheaper_than_fixed_size_without_ampli
     assert fixed.epsilon(1e-5) > 10 * poisson.epsilon(1e-5)
 
 
-def test_a_poisson_federation_charges_every_eligible_client_every_round(tmp_path):
-    fed = federation(cnn(), clients=8, rounds=4, local_epochs=1, clients_per_round=4, secure=Masking(),
-                     client_sampling=ClientSampling.POISSON, dp=CentralDP(noise_multiplier=1.0), min_clients=1)
+def test_a_poisson_federation_releases_and_charges_every_round_drawn_or_not(tmp_path):
+    fed = federation(cnn(), clients=8, rounds=8, local_epochs=1, clients_per_round=1,
+                     client_sampling=ClientSampling.POISSON, dp=CentralDP(noise_multiplier=1.0))
     history = fed.run()
-    released = [r for r in history if r.status.value == "ok"]
-    assert released and all(r.charged == 8 for r in released)
+    assert all(r.status.value == "ok" and r.charged == 8 for r in history)  # empty draws release the noise alone
     ledger = history.ledger
-    for client in range(8):  # drawn or not, each client is charged each released round
-        assert ledger.terms(client) == [(1.0, 0.5, len(released))]
-    assert ledger.terms(POPULATION) == [(1.0, 0.5, len(released))]
+    for client in range(8):  # drawn or not, each client is charged every round
+        assert ledger.terms(client) == [(1.0, 1 / 8, 8)]
+    assert ledger.terms(POPULATION) == [(1.0, 1 / 8, 8)]
     assert history.privacy_summary()["relation"] == "add/remove"
     assert history.privacy_summary()["unit"] == "client"
 
 
-def test_poisson_with_distributed_dp_is_refused():
+@pytest.mark.parametrize("kwargs", [
+    dict(secure=Masking(), dp=DistributedDP(noise_multiplier=1.0)),
+    dict(secure=Masking(), dp=CentralDP(noise_multiplier=1.0)),  # a round of too few would abort: that leaks
+    dict(dp=CentralDP(noise_multiplier=1.0), min_clients=2),
+    dict(dp=CentralDP(noise_multiplier=1.0, adaptive_quantile=0.5)),
+])
+def test_poisson_where_a_round_could_abort_or_its_noise_change_is_refused(kwargs):
     with pytest.raises(ConfigError, match="Poisson"):
-        federation(clients=4, clients_per_round=2, secure=Masking(), client_sampling=ClientSampling.POISSON,
-                   dp=DistributedDP(noise_multiplier=1.0)).prepare()
+        federation(clients=4, clients_per_round=2, client_sampling=ClientSampling.POISSON, **kwargs).prepare()
+
+
+def test_an_empty_poisson_round_releases_only_noise_of_the_accounted_size():
+    from federation import protection
+
+    population = protection.Population((5,) * 10, (1,) * 10, 2, sampling_rate=0.2)
+    stack = protection.build(None, CentralDP(noise_multiplier=2.0, clip=0.5), population)
+    result = stack.aggregator.noise_only(20000)
+    assert result.contributors == () and result.events == stack.planned_population
+    assert (result.mean * 2.0).std() == pytest.approx(2.0 * 0.5, rel=0.05)  # sum noise z C over q N = 2
 
 
 def test_target_epsilon_under_poisson_uses_the_sampling_rate():

@@ -82,3 +82,33 @@ def test_resume_with_the_intact_ledger_counts_every_round(killed, tmp_path):
     for _ in range(charged):
         reference.compose(GaussianEvent(2.0))
     assert ledger.epsilon(POPULATION) >= reference.epsilon(1e-5) - 1e-9
+
+
+def test_resume_refuses_dp_switched_on_over_rounds_run_without_it(tmp_path):
+    from federation import DPSGD, CheckpointError
+    from tests.federation.test_api import federation
+
+    federation(rounds=2, clients=2, checkpoint_dir=tmp_path).run()
+    with pytest.raises(CheckpointError, match="different configuration"):
+        federation(rounds=3, clients=2, checkpoint_dir=tmp_path, dp=DPSGD(noise_multiplier=5.0)).run(resume=True)
+
+
+def test_resume_refuses_another_runs_ledger_with_the_same_entry_counts(tmp_path):
+    from federation import CentralDP, CheckpointError
+    from tests.federation.test_api import federation
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    federation(rounds=2, clients=2, checkpoint_dir=a, dp=CentralDP(noise_multiplier=20.0)).run()
+    federation(rounds=2, clients=2, checkpoint_dir=b, dp=CentralDP(noise_multiplier=0.8)).run()
+    shutil.copy(a / LEDGER_NAME, b / LEDGER_NAME)
+    with pytest.raises(CheckpointError, match="differ in what was charged"):
+        federation(rounds=3, clients=2, checkpoint_dir=b, dp=CentralDP(noise_multiplier=0.8)).run(resume=True)
+
+
+def test_extending_a_target_epsilon_run_is_refused_with_the_way_out(tmp_path):
+    from federation import CentralDP, CheckpointError
+    from tests.federation.test_api import federation
+
+    federation(rounds=2, clients=2, checkpoint_dir=tmp_path, dp=CentralDP(target_epsilon=2.0)).run()
+    with pytest.raises(CheckpointError, match="cannot be re-noised"):
+        federation(rounds=4, clients=2, checkpoint_dir=tmp_path, dp=CentralDP(target_epsilon=2.0)).run(resume=True)
