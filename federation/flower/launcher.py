@@ -5,26 +5,60 @@ The local deployment is what ``secagg run --runtime flower`` and the tests use: 
 insecure mode (loopback only) with telemetry off and no runtime dependency installation. Each process runs
 in its own process group, so :meth:`LocalFlower.kill` takes a SuperNode down with its ClientApp processes,
 as a crashed machine would.
+
+No process outlives the run. Every process of a deployment carries a marker in its environment, which Flower's
+own children inherit (the SuperLink starts its SuperExec, and that the ServerApp, in a session of their own, out
+of reach of a process-group kill). SIGTERM and SIGHUP unwind like Ctrl-C, and :meth:`LocalFlower.stop` ends
+every marked process. Where this process is SIGKILLed and runs no code, the processes it started die with it
+(Linux's parent-death signal), and a reaper it started, which holds the read end of a pipe from it, wakes at
+end of file and SIGKILLs every marked process left.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from types import FrameType
+from typing import Callable, Sequence
 
 from federation.errors import RuntimeFailure
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
 
 APP_DIR = Path(__file__).parent / "app"
 LOOPBACK = "127.0.0.1"
+MARKER = "SECAGG_FLOWER_LOCAL"  # in the environment of every process of one LocalFlower: "<workdir>:<random id>"
+PR_SET_PDEATHSIG = 1
+# The reaper (python -c REAPER marker): waits for end of file on stdin, then SIGKILLs every process whose
+# environment holds the marker until none is left (three empty sweeps in a row; at most 10 s).
+REAPER = f"""
+import os, signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+sys.stdin.buffer.read()
+entry, empty, deadline = ("{MARKER}=" + sys.argv[1]).encode(), 0, time.monotonic() + 10
+while empty < 3 and time.monotonic() < deadline:
+    empty += 1
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if entry in (proc / "environ").read_bytes().split(bytes(1)):
+                os.kill(int(proc.name), signal.SIGKILL)
+                empty = 0
+        except OSError:
+            pass
+    time.sleep(0.1)
+"""
 
 
 @dataclass(frozen=True)
@@ -69,13 +103,17 @@ def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float) -
     for name in ("done.json", "failed.txt"):
         (job.out / name).unlink(missing_ok=True)
     command = [_tool("flwr"), "run", str(app), "secagg", "--run-config", str(run_config), "--stream"]
-    log = (home / "flwr-run.log").open("w")
+    with (home / "flwr-run.log").open("w") as log:
+        process = subprocess.Popen(command, env=_env(home), stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True, preexec_fn=_die_with_parent())
     try:
-        subprocess.run(command, env=_env(home), stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeFailure(f"the Flower run did not end within {timeout:.0f} s (log: {home / 'flwr-run.log'})")
     finally:
-        log.close()
+        if process.poll() is None:  # timed out or interrupted: flwr run does not outlive this call
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
     if (job.out / "failed.txt").exists():
         raise RuntimeFailure(f"the ServerApp failed: {(job.out / 'failed.txt').read_text().strip()}")
     if not (job.out / "done.json").exists():
@@ -90,17 +128,27 @@ class LocalFlower:
         self.port = 0
         self.superlink: subprocess.Popen | None = None
         self.supernodes: list[subprocess.Popen] = []
+        self.reaper: subprocess.Popen | None = None
+        self.marker = f"{self.workdir.resolve()}:{uuid.uuid4().hex}"
+        self._handlers: dict[int, Callable | int | None] = {}
 
     def __enter__(self) -> LocalFlower:
+        if threading.current_thread() is threading.main_thread():  # SIGTERM, SIGHUP: unwind to stop(), as Ctrl-C
+            self._handlers = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
         try:
             self.start()
         except BaseException:
-            self.stop()
+            self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            for sig, handler in self._handlers.items():
+                signal.signal(sig, handler)
+            self._handlers = {}
 
     @property
     def link(self) -> SuperLinkAddress:
@@ -109,6 +157,9 @@ class LocalFlower:
     def start(self, ready_timeout: float = 60.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.reaper = subprocess.Popen([sys.executable, "-c", REAPER, self.marker], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       start_new_session=True)  # out of reach of a signal to this one's group
         self.superlink = self._spawn("superlink", [_tool("flower-superlink"), "--insecure", "--host", LOOPBACK,
                                                    "--port", str(self.port), "--disable-runtime-dependency-installation"])
         _wait_for_port(self.port, ready_timeout, self.superlink)
@@ -124,7 +175,13 @@ class LocalFlower:
         """SIGKILL SuperNode ``index`` and its ClientApp processes (a machine that crashed)."""
         _signal_group(self.supernodes[index], signal.SIGKILL)
 
+    def processes(self) -> list[int]:
+        """The ids of every live process of this deployment, Flower's own children included."""
+        return marked_processes(self.marker)
+
     def stop(self) -> None:
+        """End every process of this deployment: SIGTERM to each process group, SIGKILL after 10 s, then SIGKILL
+        to whatever is left with this deployment's marker (Flower starts its SuperExec in a session of its own)."""
         for process in [*self.supernodes, self.superlink]:
             if process is not None and process.poll() is None:
                 _signal_group(process, signal.SIGTERM)
@@ -138,14 +195,62 @@ class LocalFlower:
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
             _signal_group(process, signal.SIGKILL)  # children the process left behind
+        deadline = time.monotonic() + 5
+        while (left := self.processes()) and time.monotonic() < deadline:
+            for pid in left:
+                _kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        if self.reaper is not None:  # nothing left to reap: it sweeps once and exits
+            self.reaper.communicate()
+            self.reaper = None
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = (self.workdir / f"{name}.log").open("w")
+        env = {**_env(self.workdir / "flwr-home"), MARKER: self.marker}
+        with (self.workdir / f"{name}.log").open("w") as log:
+            return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd=self.workdir, preexec_fn=_die_with_parent())
+
+
+def marked_processes(marker: str) -> list[int]:
+    """The ids of the live processes (of this user) whose environment holds ``MARKER=marker``."""
+    entry = f"{MARKER}={marker}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            return subprocess.Popen(command, env=_env(self.workdir / "flwr-home"), stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir)
-        finally:
-            log.close()
+            if entry in (proc / "environ").read_bytes().split(b"\0") and _alive(proc):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or another user's
+            continue
+    return found
+
+
+def _alive(proc: Path) -> bool:
+    """False for a zombie: dead, only not yet reaped by its parent."""
+    stat = (proc / "stat").read_text()
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child SIGKILLed when this process dies, however it dies (Linux's
+    ``PR_SET_PDEATHSIG``); None where the C library has no ``prctl``."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the death signal was armed
+            os._exit(1)
+
+    return preexec
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _tool(name: str) -> str:
@@ -177,5 +282,12 @@ def _wait_for_port(port: int, timeout: float, process: subprocess.Popen) -> None
 def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
     try:
         os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from federation import protection
 from federation.config import CKKS
-from federation.errors import ConfigError
+from federation.errors import ConfigError, RuntimeFailure
 from federation.experiment_config import ExperimentConfig
 from federation.flower.codec import encode_directory, field, payload
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob, nodes_needed
@@ -52,17 +52,29 @@ class Roster:
 
 
 class RemoteKeyHolder:
-    """The key holder on its SuperNode, as the CKKS server session sees it: ``decrypt`` is one message."""
+    """The key holder on its SuperNode, as the CKKS server session sees it: ``decrypt`` is one message.
 
-    def __init__(self, grid: Grid, node: int, timeout: float) -> None:
-        self.grid, self.node, self.timeout = grid, node, timeout
+    No round can release without it, so it is declared ``lost`` (the reason; the run then stops) once it left
+    ``patience`` decryption requests in a row unanswered, or its node is gone from the SuperLink's list."""
+
+    def __init__(self, grid: Grid, node: int, timeout: float, patience: int = 2) -> None:
+        self.grid, self.node, self.timeout, self.patience = grid, node, timeout, patience
+        self.silent = 0
+        self.lost: str | None = None
 
     def decrypt(self, request: DecryptionRequest) -> Release:
         message = Message(payload(request=encode_request(request)), dst_node_id=self.node,
                           message_type="query.decrypt", group_id=str(request.round))
         reply = exchange(self.grid, {0: message}, self.timeout).get(self.node)
         if reply is None:
+            self.silent += 1
+            if self.node not in self.grid.get_node_ids():
+                self.lost = f"the key holder's SuperNode {self.node} left the SuperLink"
+            elif self.silent >= self.patience:
+                self.lost = (f"the key holder on SuperNode {self.node} did not answer {self.silent} decryption "
+                             f"requests in a row (each waited {self.timeout:.0f} s)")
             raise DecryptionRefused("the key holder did not answer")
+        self.silent = 0
         try:
             return decode_release(request, field(reply, "release", bytes))
         except MessageError as err:
@@ -173,6 +185,8 @@ def run(grid: Grid, job: FlowerJob) -> None:
 
     def save(_record: object = None) -> None:
         federation.history.save(job.out, plot=False)
+        if key_holder is not None and key_holder.lost:  # no later round could release: stop, the rounds saved
+            raise RuntimeFailure(f"{key_holder.lost}; no round can be decrypted without it")
 
     federation.run(on_round=save)
     save()

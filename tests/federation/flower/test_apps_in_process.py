@@ -13,7 +13,7 @@ pytest.importorskip("flwr")
 
 from flwr.app import Context, Message, RecordDict  # noqa: E402
 
-from federation.errors import ConfigError  # noqa: E402
+from federation.errors import ConfigError, RuntimeFailure  # noqa: E402
 from federation.experiment import ExperimentConfig, SecureMode, build_federation  # noqa: E402
 from federation.flower import client_app, server_app  # noqa: E402
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob  # noqa: E402
@@ -105,3 +105,47 @@ def test_a_client_reporting_no_examples_is_refused_before_enrolment(tmp_path, mo
     with pytest.raises(ConfigError, match="client 0 on SuperNode 10 has no examples"):
         server_app.run(grid, job)
     assert all(c.state["secagg.node"].get("directory") is None for c in grid.contexts.values())
+
+
+class SilentKeyHolderGrid(InProcessGrid):
+    """The key holder answers no decryption request in the rounds listed in ``silent`` (None: in none); with
+    ``gone``, the grid also stops listing its node once it fell silent (a SuperLink that noticed)."""
+
+    def __init__(self, job: FlowerJob, silent: set[int] | None = None, gone: bool = False) -> None:
+        super().__init__(job, _nodes(job.config.clients, SecureMode.CKKS))
+        self.key_holder = max(self.contexts)
+        self.silent, self.gone, self.fell_silent = silent, gone, False
+
+    def get_node_ids(self) -> list[int]:
+        return [n for n in self.contexts if not (self.gone and self.fell_silent and n == self.key_holder)]
+
+    def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
+        def answered(m: Message) -> bool:
+            quiet = m.metadata.message_type == "query.decrypt" and (
+                self.silent is None or int(m.metadata.group_id) in self.silent)
+            self.fell_silent |= quiet
+            return not quiet
+
+        return super().send_and_receive([m for m in messages if answered(m)], timeout)
+
+
+@pytest.mark.parametrize("gone, rounds_run", [(False, 2), (True, 1)])
+def test_a_dead_key_holder_stops_the_run_with_a_clear_error(tmp_path, gone, rounds_run):
+    config = ExperimentConfig(clients=2, rounds=4, local_epochs=1, hidden=8, secure=SecureMode.CKKS, seed=1)
+    job = FlowerJob(config, tmp_path / "out", app=TEMPLATE)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=job.run_config())
+    with pytest.raises(RuntimeFailure, match="no round can be decrypted without it") as raised:
+        server_app.main(SilentKeyHolderGrid(job, gone=gone), context)
+    reason = "left the SuperLink" if gone else "did not answer 2 decryption requests in a row"
+    assert reason in str(raised.value)
+    assert reason in (job.out / "failed.txt").read_text()  # what secagg run reports, exiting 2
+    rounds = json.loads((job.out / "results.json").read_text())["rounds"]
+    assert [r["status"] for r in rounds] == ["aborted"] * rounds_run  # the rounds it waited out, saved
+
+
+def test_a_key_holder_silent_once_is_waited_for(tmp_path):
+    config = ExperimentConfig(clients=2, rounds=3, local_epochs=1, hidden=8, secure=SecureMode.CKKS, seed=1)
+    job = FlowerJob(config, tmp_path / "out", app=TEMPLATE)
+    server_app.run(SilentKeyHolderGrid(job, silent={2}), job)
+    rounds = json.loads((job.out / "results.json").read_text())["rounds"]
+    assert [r["status"] for r in rounds] == ["ok", "aborted", "ok"]
