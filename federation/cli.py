@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace another run's results, ledger and checkpoint in --out (refused otherwise)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch threads while the simulated clients train (default: 1 for models under 1e6 "
+                          "parameters, else torch's default; docs/benchmarks.md, Threads)")
     run.add_argument("--runtime", choices=_choices(RuntimeName), default=RuntimeName.IN_PROCESS.value,
                      help="in-process simulation, or Flower (a local SuperLink and SuperNodes, or --superlink)")
     run.add_argument("--superlink", default=None,
@@ -208,7 +211,7 @@ def run_command(args: argparse.Namespace) -> int:
     out: Path = args.out
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
-    federation = build_federation(config, checkpoint_dir=out, overwrite=args.overwrite)
+    federation = build_federation(config, checkpoint_dir=out, overwrite=args.overwrite, threads=args.threads)
     bar = tqdm(total=config.rounds, desc="rounds", unit="round", disable=args.quiet, file=sys.stderr)
 
     def on_round(record: RoundRecord) -> None:

@@ -50,10 +50,12 @@ def local_client(config: ExperimentConfig, index: int) -> tuple[FederatedClient,
 
 
 def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = None, *,
-                     remote: RemoteClients | None = None, overwrite: bool = False) -> Federation:
+                     remote: RemoteClients | None = None, overwrite: bool = False,
+                     threads: int | None = None) -> Federation:
     """Dataset, partition, model and clients for ``config``, wired into a :class:`Federation` through the
     public API (``secure=``, ``dp=``); everything the clients determine is checked before it returns.
 
+    ``threads``: torch's threads while the in-process clients train (:mod:`federation.threads`).
     With ``remote``, clients run elsewhere: its runtime reaches them, and its aggregator (made for the
     public weight bound) is the server's side of the protection mode.
     """
@@ -72,7 +74,8 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
         for address, size in zip(remote.addresses, sizes):
             federation.add_remote_client(address, size)
     else:
-        federation = Federation(model, secure=config.protection(), dp=config.privacy_mode(), **common)
+        federation = Federation(model, secure=config.protection(), dp=config.privacy_mode(), threads=threads,
+                                **common)
         for shard in shards:
             federation.add_client(DataLoader(shard, batch_size=config.batch_size, shuffle=True), optimizer)
     federation.prepare()

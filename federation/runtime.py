@@ -12,12 +12,13 @@ import enum
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import numpy as np
 
 from federation.client import FederatedClient
 from federation.messages import decode_broadcast, encode_broadcast
+from federation.threads import intra_op_threads
 from secagg.aggregation import AggregateResult, Aggregator, ClientSession, RoundContext, ServerSession
 from secagg.errors import (AggregationAborted, AuthenticationError, MessageError, ProtocolError, SecAggError,
                            UpdateRejected)
@@ -33,7 +34,8 @@ FATAL = (MemoryError,)
 
 log = logging.getLogger(__name__)
 
-Exchange = Callable[[int, dict[int, bytes]], dict[int, bytes]]
+Uploads = Mapping[int, bytes] | Iterable[tuple[int, bytes]]
+Exchange = Callable[[int, dict[int, bytes]], Uploads]
 
 
 class ClientStatus(enum.Enum):
@@ -83,7 +85,16 @@ class Runtime(Protocol):
 
 
 class InProcessRuntime:
-    """Runs every party in this process, one after another."""
+    """Runs every party in this process, one after another.
+
+    Uploads stream: each client's upload reaches the server session as soon as the client makes it, and is
+    dropped once the server has folded it in, so the runtime itself holds one upload at a time, never one per
+    client. ``threads``: torch's intra-op threads while clients train (:mod:`federation.threads`; None: the
+    policy's default for the model's size).
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
 
     def run_round(self, ctx: RoundContext, params: np.ndarray, clients: Mapping[int, FederatedClient],
                   seeds: Mapping[int, int], drop_stage: Mapping[int, int], aggregator: Aggregator) -> RoundOutcome:
@@ -100,29 +111,31 @@ class InProcessRuntime:
             return RoundOutcome(None, abort(ctx, err), reports, time.perf_counter() - start)
         broadcast = encode_broadcast(ctx, params)
         server_seconds = time.perf_counter() - start
-
         sessions: dict[int, ClientSession] = {}
-        uploads: dict[int, bytes] = {}
-        for c in ctx.clients:
-            report = reports[c]
-            report.bytes_down += len(broadcast)
-            if drop_stage.get(c) == 0:
-                mark_dropped(report, 0)
-                continue
-            try:
-                local = clients[c].fit(decode_broadcast(ctx, broadcast), seeds[c])
-                record_training(report, local.num_examples, local.train_loss, local.seconds, local.events,
-                                local.metrics)
-                t0 = time.perf_counter()
-                sessions[c] = aggregator.client_session(ctx, c, local.delta, float(local.num_examples))
-                uploads[c] = sessions[c].start()
-                report.protocol_seconds += time.perf_counter() - t0
-            except Exception as err:
-                exclude(report, err)
-                sessions.pop(c, None)
 
-        def exchange(stage: int, messages: dict[int, bytes]) -> dict[int, bytes]:
-            answers = {}
+        def first_uploads() -> Iterator[tuple[int, bytes]]:
+            for c in ctx.clients:
+                report = reports[c]
+                report.bytes_down += len(broadcast)
+                if drop_stage.get(c) == 0:
+                    mark_dropped(report, 0)
+                    continue
+                try:
+                    local = clients[c].fit(decode_broadcast(ctx, broadcast), seeds[c])
+                    record_training(report, local.num_examples, local.train_loss, local.seconds, local.events,
+                                    local.metrics)
+                    t0 = time.perf_counter()
+                    sessions[c] = aggregator.client_session(ctx, c, local.delta, float(local.num_examples))
+                    upload = sessions[c].start()
+                    report.protocol_seconds += time.perf_counter() - t0
+                except Exception as err:
+                    exclude(report, err)
+                    sessions.pop(c, None)
+                    continue
+                yield c, upload
+                del upload  # the server has folded it in
+
+        def exchange(stage: int, messages: dict[int, bytes]) -> Iterator[tuple[int, bytes]]:
             for c, message in messages.items():
                 if c not in sessions:
                     continue
@@ -132,35 +145,37 @@ class InProcessRuntime:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    answers[c] = sessions[c].handle(message)
+                    answer = sessions[c].handle(message)
                 except Exception as err:
                     exclude(reports[c], err)
                     sessions.pop(c)
-                reports[c].protocol_seconds += time.perf_counter() - t0
-            return answers
+                    continue
+                finally:
+                    reports[c].protocol_seconds += time.perf_counter() - t0
+                yield c, answer
+                del answer
 
-        result, reason, seconds = drive_stages(ctx, server, uploads, reports, exchange)
+        with intra_op_threads(self.threads, ctx.dimension):
+            result, reason, seconds = drive_stages(ctx, server, first_uploads(), reports, exchange)
         return RoundOutcome(result, reason, reports, server_seconds + seconds, list(result.events) if result else [])
 
 
-def drive_stages(ctx: RoundContext, server: ServerSession, uploads: dict[int, bytes],
+
+def drive_stages(ctx: RoundContext, server: ServerSession, uploads: Uploads,
                  reports: dict[int, ClientReport], exchange: Exchange) -> tuple[AggregateResult | None, str | None, float]:
     """The server's side of the aggregation stages, whatever carries the messages.
 
-    ``uploads`` are the clients' first uploads; ``exchange(stage, messages)`` delivers the server's messages
-    of ``stage`` and returns the answers of the clients that gave one. Returns the aggregate (or None and
-    why not) and the server's seconds.
+    ``uploads`` are the clients' first uploads, a mapping or (to stream them) an iterable of (client, bytes)
+    pairs that may produce each one only when asked; ``exchange(stage, messages)`` delivers the server's
+    messages of ``stage`` and returns the answers of the clients that gave one, in either form. Each upload is
+    handed to the server session as soon as it is produced. Returns the aggregate (or None and why not) and
+    the server's seconds (its own calls only, not the clients' work interleaved with them).
     """
     server_seconds = 0.0
     stage = 0
     while True:
+        server_seconds += _deliver(server, uploads, reports)
         t0 = time.perf_counter()
-        for c, message in uploads.items():
-            reports[c].bytes_up += len(message)
-            try:
-                server.collect(c, message)
-            except Exception as err:  # whatever one client's message makes the server raise is its fault
-                exclude(reports[c], err)
         try:
             replies = server.close_stage()
         except Exception as err:  # the server session gives up: the round ends, the federation goes on
@@ -172,12 +187,28 @@ def drive_stages(ctx: RoundContext, server: ServerSession, uploads: dict[int, by
         for c, message in replies.items():
             reports[c].bytes_down += len(message)
         uploads = exchange(stage, {c: m for c, m in replies.items() if reports[c].status is ClientStatus.OK})
+        del replies
     t0 = time.perf_counter()
     try:
         result, reason = server.result(), None
     except Exception as err:
         result, reason = None, abort(ctx, err)
     return result, reason, server_seconds + time.perf_counter() - t0
+
+
+def _deliver(server: ServerSession, uploads: Uploads, reports: dict[int, ClientReport]) -> float:
+    """Hand every upload to the server session as it comes; the seconds the server spent on them."""
+    seconds = 0.0
+    for c, message in (uploads.items() if isinstance(uploads, Mapping) else uploads):
+        reports[c].bytes_up += len(message)
+        t0 = time.perf_counter()
+        try:
+            server.collect(c, message)
+        except Exception as err:  # whatever one client's message makes the server raise is its fault
+            exclude(reports[c], err)
+        seconds += time.perf_counter() - t0
+        del message
+    return seconds
 
 
 def exclude(report: ClientReport, err: Exception) -> None:

@@ -32,6 +32,7 @@ from federation.privacy import PrivacyBook
 from federation.records import RUN_FILES, History, RoundRecord, RoundStatus, record_from_dict, round_record
 from federation.runtime import InProcessRuntime, RoundOutcome, Runtime, abort
 from federation.strategy import ServerOptimizer
+from federation.threads import check_threads
 from secagg.aggregation import Aggregator, RoundContext
 from secagg.errors import SecAggError
 from secagg.primitives.noise import secure_uniform
@@ -69,7 +70,8 @@ class Federation:
     ``keep_optimizer_state``: keep each client's optimizer state across rounds (default: a fresh one per round).
     ``preprocessing``: what the inputs went through, saved beside the model by :meth:`save_model`.
     ``aggregator``: an explicit protocol object instead of ``secure`` (tests, runtimes); ``description``: the
-    settings results.json records (default: this federation's).
+    settings results.json records (default: this federation's). ``threads``: torch's threads while the
+    simulated clients train (:mod:`federation.threads`; default: 1 for models under 1e6 parameters).
     """
 
     def __init__(self, model: nn.Module, *, secure: Protection = None, dp: Privacy = None,
@@ -77,8 +79,9 @@ class Federation:
                  checkpoint_dir: Path | str | None = None, overwrite: bool = False,
                  keep_optimizer_state: bool = False, preprocessing: dict[str, Any] | None = None,
                  config: FederationConfig | None = None, aggregator: Aggregator | None = None,
-                 runtime: Runtime | None = None, run_info: dict[str, Any] | None = None,
-                 description: dict[str, Any] | None = None, **settings: Any) -> None:
+                 runtime: Runtime | None = None, threads: int | None = None,
+                 run_info: dict[str, Any] | None = None, description: dict[str, Any] | None = None,
+                 **settings: Any) -> None:
         if config is not None and settings:
             raise ConfigError("pass either config or individual settings, not both")
         if aggregator is not None and secure is not None:
@@ -91,7 +94,9 @@ class Federation:
         self.overwrite, self.keep_optimizer_state = overwrite, keep_optimizer_state
         self.preprocessing = dict(preprocessing or {})
         self.run_info = run_info or {}
-        self.runtime: Runtime = runtime or InProcessRuntime()
+        if runtime is not None and threads is not None:
+            raise ConfigError("threads= sets the in-process runtime's threads: pass either runtime= or threads=")
+        self.runtime: Runtime = runtime or InProcessRuntime(check_threads(threads))
         self._explicit = aggregator
         self.aggregator: Aggregator | None = None  # the stack, made when run() starts
         self.privacy: PrivacyBook | None = None

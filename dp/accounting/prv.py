@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
+
 from dp.accounting.base import Accountant
+from dp.accounting import opacus_analysis
 from dp.accounting.rdp import RDPAccountant
 
 
@@ -28,15 +31,29 @@ class PRVAccountant(Accountant):
         if self.bound_only:
             return rdp.epsilon(delta)
         eps_error = max(0.01, self.relative_error * rdp.epsilon(delta))
-        from opacus.accountants import PRVAccountant as OpacusPRV  # slow import: only when used
-
-        accountant = OpacusPRV()
-        accountant.history = [(z, q, n) for z, q, n in self.terms]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                eps = float(accountant.get_epsilon(delta=delta, eps_error=eps_error))
+                eps = prv_epsilon(self.terms, delta, eps_error)
         except (ValueError, ArithmeticError, RuntimeError):  # outside the PRV domain Opacus can discretize
             eps = math.inf
         # PRV cannot place some compositions (inf or an error): the RDP bound is still a valid answer
         return eps if math.isfinite(eps) else rdp.epsilon(delta)
+
+
+def prv_epsilon(terms: list[tuple[float, float, int]], delta: float, eps_error: float) -> float:
+    """The upper end of the epsilon interval of the composition of ``terms`` (noise multiplier, sampling rate,
+    count) at ``delta``: what ``opacus.accountants.PRVAccountant.get_epsilon`` computes, through its analysis
+    alone (:mod:`dp.accounting.opacus_analysis`, no torch)."""
+    analysis = opacus_analysis.prv()
+    delta_error = delta / 1000
+    prvs = [analysis.PoissonSubsampledGaussianPRV(q, z) for z, q, _ in terms]
+    counts = [n for _, _, n in terms]
+    size = analysis.compute_safe_domain_size(prvs=prvs, max_self_compositions=counts, eps_error=eps_error,
+                                             delta_error=delta_error)
+    mesh = eps_error / np.sqrt(sum(counts) * np.log(12 / delta_error) / 2)
+    domain = analysis.Domain.create_aligned(-size, size, mesh)
+    dprvs = [analysis.discretize(analysis.TruncatedPrivacyRandomVariable(p, domain.t_min, domain.t_max), domain)
+             for p in prvs]
+    composed = analysis.compose_heterogeneous(dprvs=dprvs, num_self_compositions=counts)
+    return float(composed.compute_epsilon(delta, delta_error, eps_error)[2])

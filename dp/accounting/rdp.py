@@ -48,7 +48,7 @@ class RDPAccountant(Accountant):
         return float(eps)
 
 
-def opacus_rdp():  # Opacus takes over a second to import: only when an epsilon is computed
-    from opacus.accountants.analysis import rdp
+def opacus_rdp():  # Opacus's analysis module, loaded without torch (see opacus_analysis)
+    from dp.accounting import opacus_analysis
 
-    return rdp
+    return opacus_analysis.rdp()
