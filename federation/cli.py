@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "noise multipliers (DP-SGD and central DP; --rounds, --seed), e.g. 0.5,1,2,4")
     bench.add_argument("--audit", default=None, metavar="CLIENTSxROUNDS",
                        help="instead of the protection modes, time auditing a synthetic ledger, e.g. 1000x1000")
+    bench.add_argument("--memory", action="store_true",
+                       help="instead of timing rounds, measure the server's peak memory and seconds for one round "
+                            "per --modes x --params x --clients, the server in a process of its own (memory.png)")
     bench.add_argument("--quiet", action="store_true")
     add_audit_parser(commands)
     return parser
@@ -260,6 +263,17 @@ def bench_command(args: argparse.Namespace) -> int:
         from federation.bench.audit_bench import parse_size, run_audit_bench
 
         report.write(args.out, [], command, audit=run_audit_bench(*parse_size(args.audit)))
+        if not args.quiet:
+            print((args.out / "bench.md").read_text())
+        return 0
+    if args.memory:
+        from federation.bench.memory import MemoryCase, run_memory_case
+
+        memory: list[dict] = []
+        for m, p, c in tqdm([(m, p, c) for m in args.modes for p in args.params for c in args.clients],
+                            desc="bench", unit="config", disable=args.quiet, file=sys.stderr):
+            memory.append(run_memory_case(MemoryCase(m, p, c), seed=args.seed))
+            report.write(args.out, [], command, memory=memory)  # kept as it goes: a big case may take long
         if not args.quiet:
             print((args.out / "bench.md").read_text())
         return 0

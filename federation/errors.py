@@ -25,6 +25,10 @@ class RuntimeFailure(FederationError, RuntimeError):
     """A distributed runtime that could not start, lost its server, or ended without results."""
 
 
+class OutOfMemory(FederationError, MemoryError):
+    """A round that did not fit in this process's memory (or spool disk); the message names the sizes."""
+
+
 class OutputError(FederationError, OSError):
     """An output file (checkpoint, ledger, results) that could not be written: a full, read-only or missing
     ``--out``. The files already there are left as they were."""

@@ -26,7 +26,7 @@ from dp.clipping import ClientLevelDPAggregator
 from federation import checkpoint, protection
 from federation.client import FederatedClient, TrainFn, train_epoch
 from federation.config import ClientSampling, FederationConfig, Privacy, Protection, to_dict
-from federation.errors import CheckpointError, ConfigError
+from federation.errors import CheckpointError, ConfigError, OutOfMemory
 from federation.params import dimension, get_vector, set_vector
 from federation.privacy import PrivacyBook
 from federation.records import RUN_FILES, History, RoundRecord, RoundStatus, record_from_dict, round_record
@@ -310,6 +310,8 @@ class Federation:
             seeds = {c: derive_seed(cfg.seed, r, c) for c in sampled}
             try:
                 outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, aggregator)
+            except MemoryError as err:  # the process, not a party: the run stops, saying what did not fit
+                raise OutOfMemory(out_of_memory(ctx, err)) from None
             except SecAggError as err:  # a runtime's refusal of this one round (too few partners, ...)
                 outcome = RoundOutcome(None, abort(ctx, err), {}, 0.0)
         if eligible is not None and outcome.result is None and isinstance(aggregator, ClientLevelDPAggregator):
@@ -329,6 +331,24 @@ class Federation:
             loss, accuracy = evaluate(self.model, self.test_data, self.loss_fn)
         charged = len(eligible) if eligible is not None else None
         return round_record(r, sampled, outcome, server_seconds, accuracy, loss, charged), params
+
+
+def out_of_memory(ctx: RoundContext, err: MemoryError) -> str:
+    """Why round ``ctx`` stopped the run: what failed to fit, and the sizes the round works with."""
+    what = str(err) or "an allocation failed"
+    return (f"round {ctx.round} ran out of memory ({what}) with {len(ctx.clients)} clients x {ctx.dimension:,} "
+            f"parameters ({4 * ctx.dimension:,} bytes per float32 update; {_available()}); the last checkpoint "
+            f"holds the previous round")
+
+
+def _available() -> str:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return f"{int(line.split()[1]) * 1024:,} bytes available now"
+    except OSError:
+        pass
+    return "available memory unknown"
 
 
 __all__ = ["Federation", "FederationConfig", "RoundRecord", "RoundStatus", "derive_seed", "evaluate"]

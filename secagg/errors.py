@@ -37,3 +37,8 @@ class AuthenticationError(SecAggError, ValueError):
 
 class DecryptionRefused(SecAggError, RuntimeError):
     """The key holder's policy forbids this decryption (too few signed contributors, a repeated round, ...)."""
+
+
+class ResourceExhausted(SecAggError, MemoryError):
+    """Memory or disk that a round needs and this process cannot get; the message names the size. Not a party's
+    fault: a runtime stops rather than blame a client."""

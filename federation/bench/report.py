@@ -29,7 +29,7 @@ def machine() -> dict[str, Any]:
 
 def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
           end_to_end: Sequence[dict[str, Any]] | None = None, audit: dict[str, Any] | None = None,
-          privacy: Sequence[dict[str, Any]] | None = None) -> None:
+          privacy: Sequence[dict[str, Any]] | None = None, memory: Sequence[dict[str, Any]] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"command": command, "machine": machine(), "results": list(rows)}
     text = markdown(rows, command)
@@ -47,6 +47,12 @@ def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
         doc["privacy"] = list(privacy)
         text += "\n" + privacy_markdown(privacy)
         plot_privacy(out, privacy)
+    if memory is not None:
+        from federation.bench.memory import memory_markdown, plot_memory
+
+        doc["memory"] = list(memory)
+        text += "\n" + memory_markdown(memory)
+        plot_memory(out, memory)
     atomic_write_bytes(out / "bench.json", json.dumps(doc, indent=2).encode())
     atomic_write_bytes(out / "bench.md", text.encode())
     if rows:

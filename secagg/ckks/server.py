@@ -2,7 +2,8 @@
 them, and asks the key holder to decrypt the sum, sending it the sum and the signed sketches only.
 
 Stage 0 collects ``CKKS_UPDATE`` messages: each is fully checked (signature, SEAL validation) so that a bad
-client is rejected alone, then added to the running sum. Closing it sends every contributor a
+client is rejected alone, then added to the running sum; its bytes wait on disk (:mod:`secagg.ckks.spool`),
+not in memory, in case it must be taken out of the sum again. Closing it sends every contributor a
 ``CKKS_CHALLENGE`` (body ``rho[32]``, see :mod:`secagg.ckks.sketch`). Stage 1 collects ``CKKS_SKETCH``
 answers (body ``rho[32]``, ``u32 k``, ``k x u64`` sketch, ``signature[64]``), each signature checked on
 arrival. Closing it checks the sum of the sketches against the aggregate's own sketch; on a mismatch it
@@ -25,6 +26,7 @@ import tenseal.sealapi as seal
 
 from secagg.aggregation import AggregateResult, RoundContext
 from secagg.ckks import seal_io, sketch
+from secagg.ckks.spool import UploadSpool
 from secagg.ckks.bounds import check_release
 from secagg.ckks.decryption_wire import request_size
 from secagg.ckks.packing import PublicContext
@@ -65,7 +67,7 @@ class CKKSServer:
         self._count = public.ciphertexts_for(ctx.dimension + 1)
         self._rows = sketch.rows_for(public.modulus)
         self._uploads: dict[int, _Upload] = {}
-        self._blobs: dict[int, tuple[bytes, ...]] = {}  # the individual uploads, kept until the round ends
+        self._blobs = UploadSpool()  # the individual uploads, on disk until the round ends
         self._total: list[seal.Ciphertext] | None = None
         self._stage = 0
         self._record: tuple[int, ...] = ()  # who the current challenge names
@@ -106,14 +108,29 @@ class CKKSServer:
         if public_key is None:
             raise ProtocolError(f"client {sender} is not enrolled")
         verify_signature(public_key, signature, contribution_payload(*self._head(sender, digest)))
-        ciphers = [self.public.load(b) for b in blobs]  # fully validated here: a bad update is this client's fault
-        if self._total is None:
-            self._total = ciphers
-        else:
-            for acc, c in zip(self._total, ciphers):
-                self.public.add_inplace(acc, c)
+        self._add(blobs)  # every ciphertext validated as it is added: a bad update is this client's fault
         self._uploads[sender] = _Upload(digest, signature)
-        self._blobs[sender] = blobs
+        self._blobs.put(sender, blobs)
+
+    def _add(self, blobs: tuple[bytes, ...]) -> None:
+        """Add one upload to the running sum a ciphertext at a time (never a whole upload loaded at once); a
+        ciphertext that fails to load takes the ones already added back out."""
+        first, total = self._total is None, self._total or []
+        added = 0
+        try:
+            for blob in blobs:
+                cipher = self.public.load(blob)
+                if first:
+                    total.append(cipher)
+                else:
+                    self.public.add_inplace(total[added], cipher)
+                added += 1
+        except Exception:
+            if not first:
+                for acc, blob in zip(total[:added], blobs):
+                    self.public.sub_inplace(acc, self.public.load(blob))
+            raise
+        self._total = total
 
     def _collect_sketch(self, sender: int, message: bytes) -> None:
         if sender not in self._record:
@@ -149,7 +166,7 @@ class CKKSServer:
             answered = truthful
         if len(answered) == len(self._record):
             self._finished = True
-            self._blobs = {}
+            self._blobs.close()
             return {}
         if self._stage >= MAX_CHALLENGES:
             missing = [c for c in self._record if c not in answered]
@@ -160,7 +177,7 @@ class CKKSServer:
     def _remove(self, clients: list[int]) -> None:
         """Take these clients' uploads out of the running sum."""
         for c in clients:
-            for acc, blob in zip(self._total or [], self._blobs[c]):
+            for acc, blob in zip(self._total or [], self._blobs.get(c)):
                 self.public.sub_inplace(acc, self.public.load(blob))
 
     def _challenge(self, record: tuple[int, ...]) -> dict[int, bytes]:
@@ -176,7 +193,8 @@ class CKKSServer:
         return {c: message for c in record}
 
     def _abort(self, reason: str) -> dict[int, bytes]:
-        self._aborted, self._finished, self._blobs = reason, True, {}
+        self._aborted, self._finished = reason, True
+        self._blobs.close()
         return {}
 
     def _sketches_add_up(self, clients: list[int]) -> bool:
@@ -188,7 +206,7 @@ class CKKSServer:
         """Those whose sketch is their upload's (one sketch per upload: only after a false sum)."""
         q = self.public.modulus
         return [c for c in clients if self._sketches[c][0] == sketch.sketch(
-            self._rho, sketch.coefficients([self.public.load(b) for b in self._blobs[c]]), q)]
+            self._rho, sketch.coefficients([self.public.load(b) for b in self._blobs.get(c)]), q)]
 
     def _head(self, client: int, digest: bytes) -> tuple[bytes, bytes, int, int, int, bytes]:
         return self.public.key_id, self.ctx.session, self.ctx.round, client, self.ctx.dimension + 1, digest

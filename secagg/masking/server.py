@@ -8,6 +8,8 @@ survivors' inputs and nothing else, as long as fewer than t of any client's neig
 Client sets, as in the paper: U1 advertised keys, U2 sent shares, U3 sent masked inputs (the survivors),
 U4 signed the survivor list (consistency check only), U5 revealed shares. With the consistency check a
 reveal stage sits between U1 and U2: every listed client must open its commitment or the round aborts.
+Each masked input is added to the running sum when it arrives and not kept, so the server holds one sum
+whatever the number of clients (per client it keeps only keys, relayed shares and signatures).
 The released sum is checked against what the survivors' clipped encodings can produce (a client sending
 out-of-range ring words aborts the round instead of shifting the mean).
 """
@@ -122,11 +124,12 @@ class MaskingServer:
             if set(shares) != set(self._graph[sender]):
                 raise ProtocolError(f"client {sender} sent shares to other clients than its neighbours")
             return shares
-        if self._stage is _Stage.INPUT:
+        if self._stage is _Stage.INPUT:  # folded into the sum at once: the server keeps no client's input
             reader = BodyReader(body)
             words = reader.array(dtype=self.encoder.dtype, shape=(self.encoder.length,), copy=False)
             reader.finish()
-            return words
+            np.add(self._sum, words, out=self._sum)
+            return True
         if self._stage is _Stage.CONSISTENCY:
             payload = msg.survivors_payload(self._transcript, self._survivors)
             verify_signature(self._identity(sender), body, payload)
@@ -196,8 +199,6 @@ class MaskingServer:
 
     def _close_input(self, received: dict) -> dict[int, bytes]:
         self._require(len(received), max(self._threshold, 2), "sent masked inputs")
-        for words in received.values():
-            np.add(self._sum, words, out=self._sum)
         self._survivors = tuple(sorted(received))
         if self.config.consistency_check:
             self._stage = _Stage.CONSISTENCY

@@ -528,6 +528,32 @@ def test_a_clients_malformed_ciphertext_is_refused_at_collect_and_the_round_comp
     assert np.abs(result.mean - expected).max() < 1e-6
 
 
+def test_an_upload_refused_at_its_last_ciphertext_leaves_the_running_sum_as_it_was():
+    """Ciphertexts are added one at a time as they load; a bad one takes the client's others back out."""
+
+    aggregator = CKKSAggregator(PARAMS)
+    dim = PARAMS.reals_per_ciphertext + 10  # two ciphertexts per upload
+    ctx = RoundContext.new(1, CLIENTS, dim)
+    rng = np.random.default_rng(1)
+    ups = {c: rng.uniform(-1, 1, dim) for c in CLIENTS}
+    honest = aggregator.public.encrypt(np.append(ups[1] * 0.1, 0.1))
+    bad = signed_update(aggregator, ctx, 1, (honest[0], b"junk"))
+    sessions = {c: aggregator.client_session(ctx, c, ups[c], 1.0) for c in CLIENTS}
+    server = aggregator.server_session(ctx)
+    for c in CLIENTS:
+        if c == 1:
+            with pytest.raises(MessageError):
+                server.collect(c, bad)
+        else:
+            server.collect(c, sessions[c].start())
+    for c, m in server.close_stage().items():
+        server.collect(c, sessions[c].handle(m))
+    assert server.close_stage() == {}
+    result = server.result()
+    assert result.contributors == (0, 2, 3)
+    assert np.abs(result.mean - np.mean([ups[c] for c in (0, 2, 3)], axis=0)).max() < 1e-6
+
+
 def test_the_runtime_treats_a_malformed_ciphertext_as_this_clients_fault():
     from federation.runtime import CLIENT_FAULTS
 

@@ -114,3 +114,54 @@ def test_rejected_update_is_excluded_and_the_round_continues():
     assert out.clients[1].status is ClientStatus.REJECTED
     assert UpdateRejected.__name__ in out.clients[1].reason
     assert out.result.contributors == (0, 2)
+
+
+def test_uploads_reach_the_server_as_each_client_makes_them():
+    """Streaming: client 0's upload is collected before client 1 trains, so the runtime holds one at a time."""
+    events = []
+
+    class Recording(ThreeStageAggregator):
+        def client_session(self, ctx, client_id, update, weight):
+            events.append(("session", client_id))
+            return super().client_session(ctx, client_id, update, weight)
+
+        def server_session(self, ctx):
+            server = super().server_session(ctx)
+            collect = server.collect
+
+            def recording_collect(sender, message):
+                events.append(("collect", sender))
+                collect(sender, message)
+
+            server.collect = recording_collect
+            return server
+
+    run(Recording(), {})
+    assert events[:6] == [("session", 0), ("collect", 0), ("session", 1), ("collect", 1), ("session", 2),
+                          ("collect", 2)]
+
+
+def test_memory_error_stops_the_run_with_a_typed_error_naming_the_sizes():
+    import pytest
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from federation import Federation
+    from federation.errors import OutOfMemory
+
+    class Exhausting(PlaintextAggregator):
+        def server_session(self, ctx):
+            server = super().server_session(ctx)
+
+            def collect(sender, message):
+                raise MemoryError("Unable to allocate 7.45 GiB for an array with shape (1000000000,)")
+
+            server.collect = collect
+            return server
+
+    model = torch.nn.Linear(3, 2)
+    data = TensorDataset(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+    federation = Federation(model, rounds=2, aggregator=Exhausting())
+    federation.add_client(DataLoader(data), torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(OutOfMemory, match=r"round 1 ran out of memory \(Unable to allocate 7.45 GiB.*1 clients x 8 "):
+        federation.run()
