@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--memory", action="store_true",
                        help="instead of timing rounds, measure the server's peak memory and seconds for one round "
                             "per --modes x --params x --clients, the server in a process of its own (memory.png)")
+    bench.add_argument("--threads", default=None, metavar="N,N,...", type=_list(int),
+                       help="instead of the protection modes, time the default job (and a 1.2M-parameter MLP) "
+                            "with each torch thread count, interleaved over 3 sittings; --rounds rounds each")
     bench.add_argument("--quiet", action="store_true")
     add_audit_parser(commands)
     return parser
@@ -263,6 +266,14 @@ def bench_command(args: argparse.Namespace) -> int:
         from federation.bench.audit_bench import parse_size, run_audit_bench
 
         report.write(args.out, [], command, audit=run_audit_bench(*parse_size(args.audit)))
+        if not args.quiet:
+            print((args.out / "bench.md").read_text())
+        return 0
+    if args.threads is not None:
+        from federation.bench.threads import run_thread_bench
+
+        report.write(args.out, [], command, threads=run_thread_bench(args.threads, rounds=args.rounds,
+                                                                     seed=args.seed))
         if not args.quiet:
             print((args.out / "bench.md").read_text())
         return 0

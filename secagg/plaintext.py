@@ -35,6 +35,11 @@ def check_weight(weight: float, max_weight: float | None = None) -> float:
     return weight
 
 
+def _largest(values: np.ndarray) -> float:
+    """max |v|, without a temporary array."""
+    return max(float(values.max()), -float(values.min()))
+
+
 class PlaintextClient:
     def __init__(self, ctx: RoundContext, client_id: int, update: np.ndarray, weight: float,
                  max_weight: float | None = None) -> None:
@@ -57,6 +62,7 @@ class PlaintextServer:
         self._clip, self._max_weight = clip, max_weight
         self._expected = set(ctx.clients)
         self._sum = np.zeros(ctx.dimension, dtype=np.float64)
+        self._scratch = np.empty(ctx.dimension, dtype=np.float64)
         self._weight = 0.0
         self._clipped = 0
         self._contributors: list[int] = []
@@ -76,21 +82,25 @@ class PlaintextServer:
             raise ProtocolError(f"duplicate update from client {sender}")
         body = open_envelope(self._ctx, message, MessageKind.PLAIN_UPDATE, sender=sender, max_body=self._max_body)
         reader = BodyReader(body)
-        update = reader.array(dtype="f4", shape=(self._ctx.dimension,)).astype(np.float64)
+        received = reader.array(dtype="f4", shape=(self._ctx.dimension,), copy=False)
         weight = reader.f64()
         reader.finish()
         check_weight(weight, self._max_weight)
-        if not np.isfinite(update).all():
+        if not np.isfinite(received).all():
             raise UpdateRejected(f"update from client {sender} has NaN or infinite values")
+        update = self._scratch  # one float64 buffer for every upload: the server holds the sum and this only
+        np.copyto(update, received)
         clipped = 0
         if self._clip is not None:
-            clipped = int(np.count_nonzero(np.abs(update) > self._clip))
+            clipped = int(np.count_nonzero(np.abs(received) > self._clip))
             np.clip(update, -self._clip, self._clip, out=update)
-        with np.errstate(over="ignore"):  # an overflow is refused just below
-            total, total_weight = self._sum + weight * update, self._weight + weight
-        if not (np.isfinite(total).all() and math.isfinite(total_weight)):
+        update *= weight
+        # |sum + w x| <= |sum| + |w x|: refuse before adding what could overflow, so a refusal changes nothing
+        if not (math.isfinite(_largest(self._sum) + _largest(update))
+                and math.isfinite(self._weight + weight)):
             raise UpdateRejected(f"update from client {sender} would overflow the sum")
-        self._sum, self._weight, self._clipped = total, total_weight, self._clipped + clipped
+        self._sum += update
+        self._weight, self._clipped = self._weight + weight, self._clipped + clipped
         self._contributors.append(sender)
 
     def close_stage(self) -> dict[int, bytes]:

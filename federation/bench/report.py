@@ -29,7 +29,8 @@ def machine() -> dict[str, Any]:
 
 def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
           end_to_end: Sequence[dict[str, Any]] | None = None, audit: dict[str, Any] | None = None,
-          privacy: Sequence[dict[str, Any]] | None = None, memory: Sequence[dict[str, Any]] | None = None) -> None:
+          privacy: Sequence[dict[str, Any]] | None = None, memory: Sequence[dict[str, Any]] | None = None,
+          threads: Sequence[dict[str, Any]] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"command": command, "machine": machine(), "results": list(rows)}
     text = markdown(rows, command)
@@ -47,6 +48,11 @@ def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
         doc["privacy"] = list(privacy)
         text += "\n" + privacy_markdown(privacy)
         plot_privacy(out, privacy)
+    if threads is not None:
+        from federation.bench.threads import threads_markdown
+
+        doc["threads"] = list(threads)
+        text += "\n" + threads_markdown(threads)
     if memory is not None:
         from federation.bench.memory import memory_markdown, plot_memory
 
