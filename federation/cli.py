@@ -254,28 +254,10 @@ def bench_command(args: argparse.Namespace) -> int:
     cases = [BenchCase(m, p, c, d) for m in args.modes for p in args.params for c in args.clients
              for d in args.dropout]
     command = "secagg bench " + " ".join(sys.argv[2:]) if argv_is_cli() else "secagg bench"
-    if args.privacy is not None:
-        from federation.bench.privacy_sweep import run_privacy_sweep
-
-        report.write(args.out, [], command, privacy=run_privacy_sweep(args.privacy, rounds=args.rounds,
-                                                                      seed=args.seed))
-        if not args.quiet:
-            print((args.out / "bench.md").read_text())
-        return 0
-    if args.audit is not None:
-        from federation.bench.audit_bench import parse_size, run_audit_bench
-
-        report.write(args.out, [], command, audit=run_audit_bench(*parse_size(args.audit)))
-        if not args.quiet:
-            print((args.out / "bench.md").read_text())
-        return 0
-    if args.threads is not None:
-        from federation.bench.threads import run_thread_bench
-
-        report.write(args.out, [], command, threads=run_thread_bench(args.threads, rounds=args.rounds,
-                                                                     seed=args.seed))
-        if not args.quiet:
-            print((args.out / "bench.md").read_text())
+    sweep = _sweep(args)
+    if sweep is not None:
+        report.write(args.out, [], command, **sweep)
+        _show(args)
         return 0
     if args.memory:
         from federation.bench.memory import MemoryCase, run_memory_case
@@ -285,8 +267,7 @@ def bench_command(args: argparse.Namespace) -> int:
                             desc="bench", unit="config", disable=args.quiet, file=sys.stderr):
             memory.append(run_memory_case(MemoryCase(m, p, c), seed=args.seed))
             report.write(args.out, [], command, memory=memory)  # kept as it goes: a big case may take long
-        if not args.quiet:
-            print((args.out / "bench.md").read_text())
+        _show(args)
         return 0
     rows: list[dict] = []
     try:
@@ -301,9 +282,30 @@ def bench_command(args: argparse.Namespace) -> int:
 
         modes = [SecureMode(m.value) for m in args.modes if m.value in {s.value for s in SecureMode}]
         report.write(args.out, rows, command, end_to_end=run_end_to_end(modes, rounds=args.rounds, seed=args.seed))
+    _show(args)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The bench asked for instead of the protection modes' rows, as ``report.write``'s keyword; None if none."""
+    if args.privacy is not None:
+        from federation.bench.privacy_sweep import run_privacy_sweep
+
+        return {"privacy": run_privacy_sweep(args.privacy, rounds=args.rounds, seed=args.seed)}
+    if args.audit is not None:
+        from federation.bench.audit_bench import parse_size, run_audit_bench
+
+        return {"audit": run_audit_bench(*parse_size(args.audit))}
+    if args.threads is not None:
+        from federation.bench.threads import run_thread_bench
+
+        return {"threads": run_thread_bench(args.threads, rounds=args.rounds, seed=args.seed)}
+    return None
+
+
+def _show(args: argparse.Namespace) -> None:
     if not args.quiet:
         print((args.out / "bench.md").read_text())
-    return 0
 
 
 def argv_is_cli() -> bool:
