@@ -119,6 +119,10 @@ class _Clients:
 
 def run_memory_case(case: MemoryCase, seed: int = 0) -> dict[str, Any]:
     """One round of ``case`` with the server in its own process; the row of docs/benchmarks.md's memory table."""
+    from federation.bench.driver import timed_round
+
+    warm = RoundContext.new(1, (0, 1, 2), 16)  # loads every module the mode uses before the fork: not counted
+    timed_round(make_aggregator(case.mode), warm, {c: np.zeros(16, np.float32) for c in warm.clients}, {})
     aggregator = make_aggregator(case.mode)
     ctx = RoundContext.new(1, tuple(range(case.clients)), case.params)
     if hasattr(aggregator, "identities"):
