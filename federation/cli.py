@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from federation.audit_cli import add_parser as add_audit_parser
 from federation.bench.modes import BenchMode
 from federation.config import ClientSampling, Masking
-from federation.errors import ConfigError, FederationError, OutputError
+from federation.errors import ConfigError, FederationError, OutputError, available_memory
 from federation.experiment_config import ExperimentConfig, PrivacySettings
 from federation.modes import DatasetName, DPMode, PartitionScheme, SecureMode
 from federation.strategy import Strategy, StrategyName
@@ -354,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (FederationError, SecAggError, DPError) as err:
         print(f"secagg: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError as err:  # outside a round (rounds raise OutOfMemory with their sizes)
+        print(f"secagg: error: out of memory ({err or 'an allocation failed'}; "
+              f"{available_memory()})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("secagg: interrupted; the checkpoint holds the last complete round (use --resume)", file=sys.stderr)

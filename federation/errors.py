@@ -36,3 +36,15 @@ class OutputError(FederationError, OSError):
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"cannot write {path}: {reason}")
         self.path = path
+
+
+def available_memory() -> str:
+    """How much memory this machine has available now, for messages about what did not fit."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return f"{int(line.split()[1]) * 1024:,} bytes available now"
+    except (OSError, ValueError):
+        pass
+    return "available memory unknown"

@@ -26,7 +26,7 @@ from dp.clipping import ClientLevelDPAggregator
 from federation import checkpoint, protection
 from federation.client import FederatedClient, TrainFn, train_epoch
 from federation.config import ClientSampling, FederationConfig, Privacy, Protection, to_dict
-from federation.errors import CheckpointError, ConfigError, OutOfMemory
+from federation.errors import CheckpointError, ConfigError, OutOfMemory, available_memory
 from federation.params import dimension, get_vector, set_vector
 from federation.privacy import PrivacyBook
 from federation.records import RUN_FILES, History, RoundRecord, RoundStatus, record_from_dict, round_record
@@ -337,18 +337,8 @@ def out_of_memory(ctx: RoundContext, err: MemoryError) -> str:
     """Why round ``ctx`` stopped the run: what failed to fit, and the sizes the round works with."""
     what = str(err) or "an allocation failed"
     return (f"round {ctx.round} ran out of memory ({what}) with {len(ctx.clients)} clients x {ctx.dimension:,} "
-            f"parameters ({4 * ctx.dimension:,} bytes per float32 update; {_available()}); the last checkpoint "
+            f"parameters ({4 * ctx.dimension:,} bytes per float32 update; {available_memory()}); the last checkpoint "
             f"holds the previous round")
-
-
-def _available() -> str:
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return f"{int(line.split()[1]) * 1024:,} bytes available now"
-    except OSError:
-        pass
-    return "available memory unknown"
 
 
 __all__ = ["Federation", "FederationConfig", "RoundRecord", "RoundStatus", "derive_seed", "evaluate"]

@@ -162,3 +162,15 @@ def test_resume_options_take_the_stored_values():
     args = build_parser().parse_args(["run", "--clients-per-round", "2.0"])
     with pytest.raises(ConfigError, match="--clients-per-round 2.0 differs from the stored run's 2"):
         resume_options(args, {"clients_per_round"}, stored, flags(build_parser()))
+
+
+def test_out_of_memory_outside_a_round_is_a_clear_error_not_a_traceback(monkeypatch, capsys):
+    from federation import cli
+
+    def exhausted(args):
+        raise MemoryError("Unable to allocate 3.00 GiB for an array")
+
+    monkeypatch.setattr(cli, "bench_command", exhausted)
+    assert cli.main(["bench", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("secagg: error: out of memory (Unable to allocate 3.00 GiB") and "available" in err
