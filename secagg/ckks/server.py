@@ -106,7 +106,7 @@ class CKKSServer:
         if public_key is None:
             raise ProtocolError(f"client {sender} is not enrolled")
         verify_signature(public_key, signature, contribution_payload(*self._head(sender, digest)))
-        ciphers = [self.public.load(b) for b in blobs]  # fully validated here: a bad update is this client's fault
+        ciphers = self.public.load_upload(blobs, self.ctx.dimension + 1)  # fully validated: a bad one is its fault
         if self._total is None:
             self._total = ciphers
         else:
@@ -160,8 +160,8 @@ class CKKSServer:
     def _remove(self, clients: list[int]) -> None:
         """Take these clients' uploads out of the running sum."""
         for c in clients:
-            for acc, blob in zip(self._total or [], self._blobs[c]):
-                self.public.sub_inplace(acc, self.public.load(blob))
+            for acc, cipher in zip(self._total or [], self.public.load_upload(self._blobs[c], self.ctx.dimension + 1)):
+                self.public.sub_inplace(acc, cipher)
 
     def _challenge(self, record: tuple[int, ...]) -> dict[int, bytes]:
         self._stage += 1
@@ -188,7 +188,7 @@ class CKKSServer:
         """Those whose sketch is their upload's (one sketch per upload: only after a false sum)."""
         q = self.public.modulus
         return [c for c in clients if self._sketches[c][0] == sketch.sketch(
-            self._rho, sketch.coefficients([self.public.load(b) for b in self._blobs[c]]), q)]
+            self._rho, sketch.coefficients(self.public.load_upload(self._blobs[c], self.ctx.dimension + 1)), q)]
 
     def _head(self, client: int, digest: bytes) -> tuple[bytes, bytes, int, int, int, bytes]:
         return self.public.key_id, self.ctx.session, self.ctx.round, client, self.ctx.dimension + 1, digest
