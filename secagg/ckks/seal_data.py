@@ -7,7 +7,8 @@ system's libzstd) and parses SEAL's documented layout strictly: SEALHeader, parm
 modulus count, scale, correction factor, then the data array with its own header. Only our own serialization
 of an object is parsed, so the values are those of the object that is added or decrypted; every layout field
 is checked against the object, and anything unexpected (or no libzstd) falls back to the per-coefficient
-accessor.
+accessor. It also writes that layout (uncompressed) for a ciphertext given as arrays, which SEAL's loader then
+validates, and reads a plaintext's coefficients the same way.
 """
 
 from __future__ import annotations
