@@ -114,6 +114,10 @@ class ExperimentConfig:
                                            sampling_rate=loop.sampling_rate(self.clients))
         protection.check(self.protection(), self.privacy_mode(), population)
 
+    def per_round(self) -> int:
+        """The most clients a round samples: what the CKKS parameters are sized for, by every party of a run."""
+        return self.federation_config().sample_size(self.clients)
+
     def federation_config(self) -> FederationConfig:
         from federation.config import FederationConfig
 

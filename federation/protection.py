@@ -74,11 +74,14 @@ def masking_config(secure: Masking, bound: float) -> MaskingConfig:
                          precision_bits=secure.precision_bits, max_weight=bound, quorum=secure.quorum)
 
 
-def ckks_params(secure: CKKS, bound: float, noise_sigma: float = 0.0) -> CKKSParams:
-    """``noise_sigma``: distributed DP's noise share, added by each client after its clip (never clipped)."""
+def ckks_params(secure: CKKS, bound: float, clients: int, noise_sigma: float = 0.0) -> CKKSParams:
+    """The CKKS parameters for sums of at most ``clients`` contributions of weight at most ``bound``: q0, the
+    scale and the compression of uploads are derived from these (:class:`secagg.ckks.CKKSParams`), so every
+    party of a run must pass the same values. ``noise_sigma``: distributed DP's noise share, added by each
+    client after its clip (never clipped)."""
     from secagg.ckks import CKKSParams
 
-    return CKKSParams(clip=secure.clip, max_weight=bound, noise_sigma=noise_sigma)
+    return CKKSParams(clip=secure.clip, max_weight=bound, noise_sigma=noise_sigma, max_clients=max(2, clients))
 
 
 def check(secure: Protection, dp: Privacy, population: Population) -> None:
@@ -107,7 +110,7 @@ def check(secure: Protection, dp: Privacy, population: Population) -> None:
             config.plan(population.per_round)  # degree and threshold of a round
             needed = config.min_key_list(population.per_round, population.min_clients)
         elif isinstance(secure, CKKS):
-            ckks_params(secure, bound).check_clients(population.clients)
+            ckks_params(secure, bound, population.per_round).check_clients(population.per_round)
             needed = min_contributions(population.min_clients)
     except SecAggError as err:
         raise ConfigError(f"{type(secure).__name__}: {err}") from None
@@ -184,10 +187,11 @@ class Stack:
     noise_multiplier: float | None = None
 
 
-def protection_aggregator(secure: Protection, bound: float, min_clients: int, noise_sigma: float = 0.0
-                          ) -> Aggregator:
-    """The protection mode alone, for clients whose weight is at most ``bound`` (all parties in this process);
-    ``noise_sigma``: CKKS clients' distributed-DP noise share (masking puts its own on the ring)."""
+def protection_aggregator(secure: Protection, bound: float, min_clients: int, noise_sigma: float = 0.0, *,
+                          clients: int) -> Aggregator:
+    """The protection mode alone, for clients whose weight is at most ``bound``, at most ``clients`` of them per
+    round (all parties in this process); ``noise_sigma``: CKKS clients' distributed-DP noise share (masking
+    puts its own on the ring)."""
     from secagg.ckks import CKKSAggregator
     from secagg.masking import MaskingAggregator
     from secagg.plaintext import PlaintextAggregator
@@ -195,7 +199,8 @@ def protection_aggregator(secure: Protection, bound: float, min_clients: int, no
     if isinstance(secure, Masking):
         return MaskingAggregator(masking_config(secure, bound))
     if isinstance(secure, CKKS):
-        return CKKSAggregator(ckks_params(secure, bound, noise_sigma), min_clients=min_contributions(min_clients))
+        return CKKSAggregator(ckks_params(secure, bound, clients, noise_sigma),
+                              min_clients=min_contributions(min_clients))
     return PlaintextAggregator(max_weight=bound)
 
 
@@ -214,7 +219,7 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
             assert z is not None
             sigma = z * dp.clip / math.sqrt(min_contributions(population.min_clients))
         inner = protection_aggregator(secure, weight_bound(dp, population.examples), population.min_clients,
-                                      sigma)
+                                      sigma, clients=population.per_round)
     if dp is None or z is None:
         return Stack(inner)
     try:
@@ -248,10 +253,11 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
 # client's side of one round. Identity keys are the parties' own; the CKKS key holder is another party.
 
 def remote_aggregator(secure: Protection, bound: float, identities: IdentityRegistry,
-                      key_holder: KeyHolderPort | None = None, public_key: bytes | None = None) -> Aggregator:
+                      key_holder: KeyHolderPort | None = None, public_key: bytes | None = None, *,
+                      clients: int) -> Aggregator:
     """The server's side for remote clients whose identity keys are in ``identities`` and whose weight is at
-    most ``bound``; with :class:`CKKS`, the key holder is reached through ``key_holder`` (its signed
-    ``public_key`` is what the clients encrypt to)."""
+    most ``bound``, at most ``clients`` per round; with :class:`CKKS`, the key holder is reached through
+    ``key_holder`` (its signed ``public_key`` is what the clients encrypt to)."""
     from secagg.ckks import CKKSAggregator
     from secagg.masking import MaskingAggregator
     from secagg.plaintext import PlaintextAggregator
@@ -263,15 +269,17 @@ def remote_aggregator(secure: Protection, bound: float, identities: IdentityRegi
     if isinstance(secure, CKKS):
         if key_holder is None or public_key is None:
             raise ConfigError("CKKS with remote clients needs the key holder and its public key")
-        return CKKSAggregator.with_key_holder(ckks_params(secure, bound), key_holder, public_key, identities)
+        return CKKSAggregator.with_key_holder(ckks_params(secure, bound, clients), key_holder, public_key,
+                                              identities)
     return PlaintextAggregator(max_weight=bound)
 
 
 def client_session(secure: Protection, bound: float, ctx: RoundContext, index: int, update: np.ndarray,
                    weight: float, identity: SigningKey, directory: dict[int, bytes],
-                   public_key: bytes | None = None) -> ClientSession:
+                   public_key: bytes | None = None, *, clients: int) -> ClientSession:
     """Client ``index``'s side of round ``ctx`` in its own process: its ``identity`` key, the pinned identity
-    ``directory`` (masking) and the key holder's pinned ``public_key`` (CKKS)."""
+    ``directory`` (masking) and the key holder's pinned ``public_key`` (CKKS, for sums of at most ``clients``
+    contributions, as the server and key holder were made)."""
     from secagg.ckks import PublicContext
     from secagg.ckks.protocol import CKKSClient
     from secagg.masking.client import MaskingClient
@@ -284,7 +292,8 @@ def client_session(secure: Protection, bound: float, ctx: RoundContext, index: i
     if isinstance(secure, CKKS):
         if public_key is None:
             raise ConfigError("a CKKS client needs the key holder's public key")
-        return CKKSClient(ctx, index, update, weight, PublicContext(ckks_params(secure, bound), public_key), identity)
+        return CKKSClient(ctx, index, update, weight, PublicContext(ckks_params(secure, bound, clients), public_key),
+                          identity)
     return PlaintextClient(ctx, index, update, weight, max_weight=bound)
 
 

@@ -122,8 +122,8 @@ def run_memory_case(case: MemoryCase, seed: int = 0) -> dict[str, Any]:
     from federation.bench.driver import timed_round
 
     warm = RoundContext.new(1, (0, 1, 2), 16)  # loads every module the mode uses before the fork: not counted
-    timed_round(make_aggregator(case.mode), warm, {c: np.zeros(16, np.float32) for c in warm.clients}, {})
-    aggregator = make_aggregator(case.mode)
+    timed_round(make_aggregator(case.mode, 3), warm, {c: np.zeros(16, np.float32) for c in warm.clients}, {})
+    aggregator = make_aggregator(case.mode, case.clients)
     ctx = RoundContext.new(1, tuple(range(case.clients)), case.params)
     if hasattr(aggregator, "identities"):
         aggregator.identities.enrol(ctx.clients)  # before the fork: both sides know every identity

@@ -58,9 +58,10 @@ def protection(mode: BenchMode) -> Protection:
     return CKKS() if mode is BenchMode.CKKS else None
 
 
-def make_aggregator(mode: BenchMode) -> Aggregator:
-    """The aggregator a federation under ``mode`` runs with (:func:`federation.protection.protection_aggregator`)."""
-    return protection_aggregator(protection(mode), BENCH_WEIGHT_BOUND, min_clients=1)
+def make_aggregator(mode: BenchMode, clients: int) -> Aggregator:
+    """The aggregator a federation of ``clients`` per round under ``mode`` runs with
+    (:func:`federation.protection.protection_aggregator`)."""
+    return protection_aggregator(protection(mode), BENCH_WEIGHT_BOUND, min_clients=1, clients=clients)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -76,14 +77,14 @@ def run_case(case: BenchCase, *, repeat: int = 3, seed: int = 0) -> dict[str, An
     prg = floors.prg_seconds(case.params + 1)
     # a first, untimed round warms up and measures peak memory (tracing allocations would distort timings)
     tracemalloc.start()
-    timed_round(make_aggregator(case.mode), RoundContext.new(1, tuple(range(case.clients)), case.params),
+    timed_round(make_aggregator(case.mode, case.clients), RoundContext.new(1, tuple(range(case.clients)), case.params),
                 updates, drop_stage)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     rows: list[tuple[Any, RoundTimings]] = []
     for _ in range(repeat):
         ctx = RoundContext.new(1, tuple(range(case.clients)), case.params)
-        rows.append(timed_round(make_aggregator(case.mode), ctx, updates, drop_stage))
+        rows.append(timed_round(make_aggregator(case.mode, case.clients), ctx, updates, drop_stage))
     result, last = rows[-1]
     survivors = list(result.contributors)
     expected = np.mean(np.stack([updates[c] for c in survivors]).astype(np.float64), axis=0)

@@ -73,7 +73,7 @@ def hello(message: Message, context: Context) -> Message:
         secure = config.protection()
         if not isinstance(secure, CKKS):
             raise ConfigError("a key-holder node is only needed with --secure ckks")
-        holder = _key_holder(node, secure, config.min_clients, {})
+        holder = _key_holder(node, secure, config.min_clients, {}, config.per_round())
         identity = node.identity()
         return Message(payload(role=KEY_HOLDER_ROLE, public_key=holder.public_key, identity=identity.public_bytes(),
                                public_key_signature=identity.sign(public_key_payload(holder.public_key))),
@@ -84,11 +84,13 @@ def hello(message: Message, context: Context) -> Message:
                            identity=node.identity().public_bytes()), reply_to=message)
 
 
-def _key_holder(node: NodeState, secure: CKKS, min_clients: int, directory: dict[int, bytes]) -> KeyHolder:
+def _key_holder(node: NodeState, secure: CKKS, min_clients: int, directory: dict[int, bytes],
+                clients: int) -> KeyHolder:
     """The key holder's one key pair, made at its first greeting and kept in the node's state. The keys
-    depend on the ring only, not on the weight bound (which arrives with the enrolment, after the greeting)."""
+    depend on the ring only, not on the weight bound (which arrives with the enrolment, after the greeting)
+    nor on ``clients`` per round (which size the scale and the compression of uploads)."""
     bound = pinned_weight_bound(node) if node.get("weight_bound") is not None else 1.0
-    params, state = protection.ckks_params(secure, bound), node.get("key_holder")
+    params, state = protection.ckks_params(secure, bound, clients), node.get("key_holder")
     policy = protection.min_contributions(min_clients)
     if state is None:
         holder = KeyHolder(params, directory, min_clients=policy)
@@ -133,7 +135,8 @@ def train(message: Message, context: Context) -> Message:
     started = time.perf_counter()
     public_key = pinned_public_key(node) if isinstance(secure, CKKS) else None
     session = protection.client_session(secure, bound, ctx, index, local.delta, float(local.num_examples),
-                                        node.identity(), pinned_directory(node), public_key)
+                                        node.identity(), pinned_directory(node), public_key,
+                                        clients=job.config.per_round())
     upload = session.start()
     if secure is not None:  # a protected session has more stages: kept on the node between messages
         node.put("ctx", ctx_bytes)
@@ -170,7 +173,7 @@ def decrypt(message: Message, context: Context) -> Message:
     node, secure = NodeState(context), config.protection()
     if node.get("key_holder") is None or not isinstance(secure, CKKS):
         raise ProtocolError("the key holder has no key: it was never greeted")
-    holder = _key_holder(node, secure, config.min_clients, pinned_directory(node))
+    holder = _key_holder(node, secure, config.min_clients, pinned_directory(node), config.per_round())
     request = decode_request(field(message, "request", bytes))
     try:
         release = holder.decrypt(request)

@@ -178,7 +178,7 @@ def run(grid: Grid, job: FlowerJob) -> None:
     runtime = FlowerRuntime(grid, job.stage_timeout, progress=job.out / "progress.jsonl")
     key_holder = None if roster.key_holder is None else RemoteKeyHolder(grid, roster.key_holder, job.stage_timeout)
     aggregator = protection.remote_aggregator(config.protection(), bound, roster.identities, key_holder,
-                                              roster.public_key)
+                                              roster.public_key, clients=config.per_round())
     federation = server_federation(job, tuple(roster.clients[c] for c in range(config.clients)), examples, bound,
                                    aggregator, runtime)
     federation.history.config = {**config.describe(), "runtime": "flower", **({"app": job.app} if job.app else {})}

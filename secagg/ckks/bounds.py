@@ -3,7 +3,8 @@
 A client encrypts ``alpha * clip(x)`` and ``alpha`` with ``alpha`` in (0, 1], so the exact sum of k
 contributions has a weight fraction ``W`` in (0, k] and every coordinate within ``[-W clip, W clip]``. The
 release differs from the exact sum by the flooding noise, the release rounding and CKKS's own error; the
-tolerance below covers 12 standard deviations of the first and generous bounds of the others. Under
+tolerance below covers 12 standard deviations of the first, the rounding, and NOISE_TAIL standard deviations
+of CKKS's summed error (encryption noise and the rounding of compact uploads, :mod:`secagg.ckks.params`). Under
 distributed DP each client adds N(0, noise_sigma^2) after its clip; their sum is allowed NOISE_TAIL standard
 deviations (sqrt(k) noise_sigma each), exceeded with probability below 2^-100 per coordinate.
 """
@@ -21,7 +22,8 @@ def tolerance(params: CKKSParams, contributors: int) -> float:
     """How far an honest release may stray from the exact sum, per coordinate."""
     flood = 12 * 2.0**-params.flood_bits
     rounding = 2.0**-params.release_bits
-    ckks = contributors * 2.0 ** -(params.scale_bits - 20)  # fresh-encryption error is about 2^-31 per client
+    # encryption and upload compression: NOISE_TAIL deviations of the summed error, and the encoding's rounding
+    ckks = NOISE_TAIL * np.sqrt(contributors) * params.error_std + contributors * 0.5 / params.scale
     return flood + rounding + ckks
 
 

@@ -24,7 +24,7 @@ import tenseal.sealapi as seal
 
 from secagg.ckks import seal_io, sketch
 from secagg.ckks.bounds import check_release
-from secagg.ckks.packing import PublicContext, unpack
+from secagg.ckks.packing import PublicContext
 from secagg.ckks.params import CKKSParams
 from secagg.ckks.request import DecryptionRequest, Release, SignedSketch
 from secagg.ckks.signing import contribution_digest, contribution_payload, sketch_payload
@@ -85,8 +85,7 @@ class KeyHolder:
         total = self._checked_aggregate(request)
         plains = [self._decrypt(cipher) for cipher in total]
         self._last_released = request.round  # commit: from here on this round (and every earlier one) is spent
-        decoded = [np.asarray(self._public.encoder.decode_complex(plain)) for plain in plains]
-        values = self._flood_and_round(unpack(decoded, request.length))
+        values = self._flood_and_round(self._public.decode(plains, request.length))
         release = Release(values[:-1], float(values[-1]))
         check_release(release, len(request.contributions), self.params)
         return release
@@ -119,7 +118,7 @@ class KeyHolder:
                                contribution_digest(request.aggregate), record)
         for c in request.contributions:  # signatures first: they are cheap, loading and sketching are not
             self._verify(request, c, rho, rows)
-        total = [self._public.load(blob) for blob in request.aggregate]
+        total = [self._public.load_aggregate(blob) for blob in request.aggregate]
         attested = sketch.add((c.sketch for c in request.contributions), q, rows)
         actual = sketch.sketch(rho, sketch.coefficients(total), q)
         if not hmac.compare_digest(_sketch_bytes(attested), _sketch_bytes(actual)):
@@ -140,9 +139,12 @@ class KeyHolder:
             raise DecryptionRefused(f"contribution of client {contribution.client} is not validly signed") from None
 
     def _decrypt(self, cipher: seal.Ciphertext) -> seal.Plaintext:
+        """Decrypt a sum in coefficient form (SEAL decrypts CKKS in NTT form only: a transformed copy)."""
         plain = seal.Plaintext()
         try:
-            self._decryptor.decrypt(cipher, plain)
+            ntt = seal.Ciphertext(self._context)
+            self._public.evaluator.transform_to_ntt(cipher, ntt)
+            self._decryptor.decrypt(ntt, plain)
         except seal_io.SEAL_ERRORS as err:
             raise MessageError(f"SEAL refused to decrypt: {err}") from None
         return plain

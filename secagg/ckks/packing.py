@@ -1,18 +1,21 @@
-"""Packing real vectors into CKKS ciphertexts, two reals per complex slot, and checking untrusted ones.
+"""Coefficient encoding of real vectors into compact ciphertexts, and checking untrusted ones.
 
-A vector of L reals is padded to a multiple of N (the ring degree) and cut into rows of N; row r is encoded
-as the N/2 complex numbers ``row[:N/2] + 1j * row[N/2:]`` with SEAL's CKKS encoder, which halves the
-ciphertexts of real-only packing.
+A vector of L reals is cut into rows of N (the ring degree; the last row is shorter) and row r becomes the
+plaintext polynomial ``round(scale * row)`` mod q0, one real per coefficient. A client encrypts it as
+``encrypt_zero`` plus the plaintext in coefficient form and uploads each ciphertext compressed
+(:mod:`secagg.ckks.compact`). The aggregator rebuilds SEAL ciphertexts in coefficient form (validated by
+SEAL's loader as well) and adds them; only the key holder moves a sum to NTT form, to decrypt it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import tenseal.sealapi as seal
 
-from secagg.ckks import seal_io
+from secagg.ckks import compact, seal_data, seal_io
 from secagg.ckks.params import CKKSParams
 from secagg.ckks.signing import key_id
 from secagg.errors import MessageError
@@ -27,48 +30,81 @@ class PublicContext:
         self.public_key_bytes = bytes(public_key)
         self.key_id = key_id(self.public_key_bytes)
         self.public_key = seal_io.load(seal.PublicKey, public_key, self.context, what="public key")
-        self.encoder = seal.CKKSEncoder(self.context)
         self.encryptor = seal.Encryptor(self.context, self.public_key)
         self.evaluator = seal.Evaluator(self.context)
         data = self.context.first_context_data().parms().coeff_modulus()
-        if len(data) != 1:
+        if len(data) != 1 or data[0].value() != params.modulus:
             raise MessageError(f"{len(data)} data primes: ciphertexts must live mod q0 alone")
-        self.modulus = data[0].value()  # q0: coefficients of every accepted ciphertext are residues mod q0
+        self.modulus = params.modulus  # q0: coefficients of every accepted ciphertext are residues mod q0
+        self.layout = compact.Layout(params.modulus, params.poly_modulus_degree, params.c0_drop, params.c1_drop)
+        self._parms_id = self.context.first_parms_id()
 
     def ciphertexts_for(self, reals: int) -> int:
         return math.ceil(reals / self.params.reals_per_ciphertext)
 
     def encrypt(self, values: np.ndarray) -> list[bytes]:
-        """Serialized ciphertexts of ``values`` (float64), two reals per slot."""
-        return [seal_io.dump(c) for c in self.encrypt_ciphertexts(values)]
+        """The compact ciphertexts of ``values`` (float64)."""
+        return self.encrypt_upload(values)[0]
 
-    def encrypt_ciphertexts(self, values: np.ndarray) -> list[seal.Ciphertext]:
-        """The ciphertexts of ``values`` (float64), two reals per slot, as SEAL objects."""
-        n = self.params.reals_per_ciphertext
-        rows = np.zeros((self.ciphertexts_for(len(values)), n))
-        rows.reshape(-1)[: len(values)] = values
-        out = []
-        for row in rows:
-            plain = seal.Plaintext()
-            self.encoder.encode((row[: n // 2] + 1j * row[n // 2 :]).tolist(), self.params.scale, plain)
+    def encrypt_upload(self, values: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+        """The compact ciphertexts of ``values`` (float64) and the coefficients (both polynomials of each, in
+        coefficient form) of the SEAL ciphertexts the aggregator will rebuild from them and add: exactly what a
+        client sketches (:mod:`secagg.ckks.sketch`)."""
+        n, q = self.params.poly_modulus_degree, self.modulus
+        count = self.ciphertexts_for(len(values))
+        polys = np.empty((count, 2, n), np.uint64)
+        for row in polys:
             cipher = seal.Ciphertext(self.context)
-            self.encryptor.encrypt(plain, cipher)
-            out.append(cipher)
-        return out
+            self.encryptor.encrypt_zero(cipher)
+            self.evaluator.transform_from_ntt_inplace(cipher)
+            row[:] = seal_data.coefficients(cipher).reshape(2, n)
+        message = np.zeros(count * n, np.int64)
+        message[: len(values)] = np.rint(np.asarray(values, np.float64) * self.params.scale)
+        c0 = polys[:, 0].reshape(-1) + np.where(message < 0, message + q, message).astype(np.uint64)
+        c0 = np.where(c0 >= np.uint64(q), c0 - np.uint64(q), c0).reshape(count, n)
+        blobs, c0, c1 = compact.compress(self.layout, c0, polys[:, 1], len(values))
+        return blobs, np.stack([c0, c1], axis=1).reshape(-1)
 
-    def load(self, data: bytes) -> seal.Ciphertext:
-        """A ciphertext from untrusted bytes: SEAL-validated, in NTT form, fresh (size 2, first data level) and
-        at the expected scale, so that adding and decrypting it cannot fail."""
+    def load_upload(self, blobs: Sequence[bytes], length: int) -> list[seal.Ciphertext]:
+        """The ciphertexts of an untrusted upload of ``length`` reals: every compact blob checked strictly, then
+        rebuilt as a SEAL ciphertext in coefficient form (size 2, first level, scale 1) through SEAL's validating
+        loader, ready to add."""
+        c0, c1 = compact.decompress(self.layout, blobs, length)
+        return [self._ciphertext(np.stack([a, b]), ntt=False) for a, b in zip(c0, c1)]
+
+    def load_aggregate(self, data: bytes) -> seal.Ciphertext:
+        """A sum from untrusted bytes (SEAL's serialization): SEAL-validated, in coefficient form, size 2, at
+        the first level and scale 1, as :meth:`load_upload` and adding make it."""
         cipher = seal_io.load(seal.Ciphertext, data, self.context, what="ciphertext")
-        if not cipher.is_ntt_form():
-            raise MessageError("ciphertext is not in NTT form")
-        if cipher.parms_id() != self.context.first_parms_id():
+        if cipher.is_ntt_form():
+            raise MessageError("an aggregate ciphertext in NTT form, expected coefficient form")
+        if cipher.parms_id() != self._parms_id:
             raise MessageError("ciphertext is not at this context's data level")
         if cipher.size() != 2:
-            raise MessageError(f"ciphertext of size {cipher.size()}, expected a fresh one of size 2")
-        if not math.isclose(cipher.scale, self.params.scale, rel_tol=1e-9):
-            raise MessageError(f"ciphertext scale {cipher.scale} differs from {self.params.scale}")
+            raise MessageError(f"ciphertext of size {cipher.size()}, expected 2")
+        if cipher.scale != 1.0:
+            raise MessageError(f"ciphertext scale {cipher.scale}, expected 1")
         return cipher
+
+    def decode(self, plains: Sequence[seal.Plaintext], length: int) -> np.ndarray:
+        """The first ``length`` reals of decrypted plaintexts (NTT form, as SEAL's decryptor leaves them)."""
+        n, q = self.params.poly_modulus_degree, self.modulus
+        out = []
+        for plain in plains:
+            data = seal_data.plaintext_coefficients(plain)
+            if len(data) != n:
+                raise MessageError(f"a decrypted plaintext of {len(data)} coefficients, expected {n}")
+            cipher = self._ciphertext(np.stack([data, data]), ntt=True)  # SEAL transforms ciphertexts only
+            self.evaluator.transform_from_ntt_inplace(cipher)
+            out.append(seal_data.coefficients(cipher)[:n])
+        residues = np.concatenate(out)[:length] if out else np.zeros(0, np.uint64)
+        centred = np.where(residues > np.uint64(q // 2), -(np.uint64(q) - residues).astype(np.float64),
+                           residues.astype(np.float64))
+        return centred / self.params.scale
+
+    def _ciphertext(self, polys: np.ndarray, *, ntt: bool) -> seal.Ciphertext:
+        return seal_io.load(seal.Ciphertext, seal_data.ciphertext_bytes(self._parms_id, polys, ntt=ntt),
+                            self.context, what="ciphertext")
 
     def add_inplace(self, acc: seal.Ciphertext, other: seal.Ciphertext) -> None:
         """``acc += other``; SEAL's refusal becomes a :class:`MessageError`."""
@@ -83,20 +119,3 @@ class PublicContext:
             self.evaluator.sub_inplace(acc, other)
         except seal_io.SEAL_ERRORS as err:
             raise MessageError(f"SEAL refused to subtract ciphertexts: {err}") from None
-
-    def sum(self, rows: list[list[bytes]] | tuple[tuple[bytes, ...], ...]) -> list[seal.Ciphertext]:
-        """Ciphertext-wise sum of several contributions (each a list of serialized ciphertexts), every one
-        checked by :meth:`load` before it is added; any refusal leaves nothing behind."""
-        if not rows or len({len(r) for r in rows}) != 1:
-            raise MessageError("contributions to add have different ciphertext counts")
-        total = [self.load(b) for b in rows[0]]
-        for row in rows[1:]:
-            for acc, blob in zip(total, row):
-                self.add_inplace(acc, self.load(blob))
-        return total
-
-
-def unpack(decoded: list[np.ndarray], length: int) -> np.ndarray:
-    """The first ``length`` reals of decoded complex rows (inverse of the packing above)."""
-    rows = [np.concatenate([d.real, d.imag]) for d in decoded]
-    return np.concatenate(rows)[:length]

@@ -1,7 +1,7 @@
 """CKKS secure aggregation as sans-I/O sessions: clients encrypt, the aggregator adds, the key holder decrypts
 the sum after checking it against the clients' signed sketches.
 
-``CKKS_UPDATE`` (client -> aggregator, stage 0) body: ``u32 n``, ``n x blob`` SEAL ciphertexts,
+``CKKS_UPDATE`` (client -> aggregator, stage 0) body: ``u32 n``, ``n x blob`` compact ciphertexts,
 ``signature[64]`` (Ed25519 over the key id, session, round, client, length and the digest of the
 ciphertexts). ``CKKS_CHALLENGE`` (aggregator -> client) body: ``rho[32]``. ``CKKS_SKETCH`` (client ->
 aggregator, stage 1, and stage 2 after a re-challenge): see :mod:`secagg.ckks.server`. A client encrypts
@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from secagg.aggregation import RoundContext
-from secagg.ckks import seal_io, sketch
+from secagg.ckks import sketch
 from secagg.ckks.keyholder import KeyHolder
 from secagg.ckks.packing import PublicContext
 from secagg.ckks.params import CKKSParams
@@ -67,9 +67,8 @@ class CKKSClient:
         public.params.check_clients(len(ctx.clients))
         self.ctx, self.id, self.identity = ctx, client_id, identity
         self._key_id, self._modulus, self._length = public.key_id, public.modulus, ctx.dimension + 1
-        ciphertexts = public.encrypt_ciphertexts(weighted_values(update, weight, public.params, ctx.dimension))
-        blobs = [seal_io.dump(c) for c in ciphertexts]
-        self._coefficients = sketch.coefficients(ciphertexts)  # all the session keeps of its upload
+        values = weighted_values(update, weight, public.params, ctx.dimension)
+        blobs, self._coefficients = public.encrypt_upload(values)  # the coefficients: all it keeps of its upload
         self._digest = contribution_digest(blobs)
         signature = identity.sign(contribution_payload(*self._head()))
         body = BodyWriter().u32(len(blobs))

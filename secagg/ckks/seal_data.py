@@ -7,7 +7,8 @@ system's libzstd) and parses SEAL's documented layout strictly: SEALHeader, parm
 modulus count, scale, correction factor, then the data array with its own header. Only our own serialization
 of an object is parsed, so the values are those of the object that is added or decrypted; every layout field
 is checked against the object, and anything unexpected (or no libzstd) falls back to the per-coefficient
-accessor.
+accessor. It also writes that layout (uncompressed) for a ciphertext given as arrays, which SEAL's loader then
+validates, and reads a plaintext's coefficients the same way.
 """
 
 from __future__ import annotations
@@ -77,6 +78,47 @@ def _parsed(cipher: seal.Ciphertext, count: int) -> np.ndarray | None:
     if count and (int(data[0]) != cipher[0] or int(data[-1]) != cipher[count - 1]):
         return None
     return data
+
+
+def ciphertext_bytes(parms_id: list[int], polys: np.ndarray, *, ntt: bool, scale: float = 1.0) -> bytes:
+    """SEAL's uncompressed serialization of a ciphertext under one prime whose polynomials are the rows of
+    ``polys`` (uint64 residues): what ``Ciphertext.load`` reads, validating it against the context."""
+    size, degree = polys.shape
+    data = polys.astype("<u8").tobytes()
+    inner = _header(_HEADER.size + 8 + len(data)) + struct.pack("<Q", polys.size) + data
+    members = _MEMBERS.pack(*parms_id, int(ntt), size, degree, 1, scale, 1) + inner
+    return _header(_HEADER.size + len(members)) + members
+
+
+def plaintext_coefficients(plain: seal.Plaintext) -> np.ndarray:
+    """Every coefficient of ``plain`` (as stored: NTT form after a CKKS decryption) as uint64."""
+    count = plain.coeff_count()
+    blob = seal_io.dump(plain)
+    members = struct.Struct("<4QQd")
+    magic, header_size, _, _, mode, _, total = _HEADER.unpack_from(blob)
+    size = members.size + _HEADER.size + 8 + 8 * count
+    raw = _decompress(mode, blob[_HEADER.size:], size) if (magic, header_size, total) == (
+        _MAGIC, _HEADER.size, len(blob)) else None
+    if raw is None or len(raw) != size:
+        return np.fromiter((plain[i] for i in range(count)), dtype=np.uint64, count=count)
+    *_, stored_count, _ = members.unpack_from(raw)
+    (stored,) = struct.unpack_from("<Q", raw, members.size + _HEADER.size)
+    data = np.frombuffer(raw, dtype="<u8", offset=len(raw) - 8 * count).astype(np.uint64)
+    if (stored_count, stored) != (count, count) or (count and (int(data[0]) != plain[0]
+                                                                or int(data[-1]) != plain[count - 1])):
+        return np.fromiter((plain[i] for i in range(count)), dtype=np.uint64, count=count)
+    return data
+
+
+def _header(total: int) -> bytes:
+    global _VERSION
+    if _VERSION is None:
+        head = seal_io.dump(seal.Plaintext())
+        _VERSION = head[3], head[4]
+    return _HEADER.pack(_MAGIC, _HEADER.size, *_VERSION, int(seal.COMPR_MODE_TYPE.NONE), 0, total)
+
+
+_VERSION: tuple[int, int] | None = None
 
 
 def _decompress(mode: int, body: bytes, expected: int) -> bytes | None:

@@ -108,29 +108,14 @@ class CKKSServer:
         if public_key is None:
             raise ProtocolError(f"client {sender} is not enrolled")
         verify_signature(public_key, signature, contribution_payload(*self._head(sender, digest)))
-        self._add(blobs)  # every ciphertext validated as it is added: a bad update is this client's fault
+        ciphers = self.public.load_upload(blobs, self.ctx.dimension + 1)  # fully validated: a bad one is its fault
+        if self._total is None:
+            self._total = ciphers
+        else:
+            for acc, c in zip(self._total, ciphers):
+                self.public.add_inplace(acc, c)
         self._uploads[sender] = _Upload(digest, signature)
         self._blobs.put(sender, blobs)
-
-    def _add(self, blobs: tuple[bytes, ...]) -> None:
-        """Add one upload to the running sum a ciphertext at a time (never a whole upload loaded at once); a
-        ciphertext that fails to load takes the ones already added back out."""
-        first, total = self._total is None, self._total or []
-        added = 0
-        try:
-            for blob in blobs:
-                cipher = self.public.load(blob)
-                if first:
-                    total.append(cipher)
-                else:
-                    self.public.add_inplace(total[added], cipher)
-                added += 1
-        except Exception:
-            if not first:
-                for acc, blob in zip(total[:added], blobs):
-                    self.public.sub_inplace(acc, self.public.load(blob))
-            raise
-        self._total = total
 
     def _collect_sketch(self, sender: int, message: bytes) -> None:
         if sender not in self._record:
@@ -177,8 +162,9 @@ class CKKSServer:
     def _remove(self, clients: list[int]) -> None:
         """Take these clients' uploads out of the running sum."""
         for c in clients:
-            for acc, blob in zip(self._total or [], self._blobs.get(c)):
-                self.public.sub_inplace(acc, self.public.load(blob))
+            upload = self.public.load_upload(self._blobs.get(c), self.ctx.dimension + 1)
+            for acc, cipher in zip(self._total or [], upload):
+                self.public.sub_inplace(acc, cipher)
 
     def _challenge(self, record: tuple[int, ...]) -> dict[int, bytes]:
         self._stage += 1
@@ -206,7 +192,7 @@ class CKKSServer:
         """Those whose sketch is their upload's (one sketch per upload: only after a false sum)."""
         q = self.public.modulus
         return [c for c in clients if self._sketches[c][0] == sketch.sketch(
-            self._rho, sketch.coefficients([self.public.load(b) for b in self._blobs.get(c)]), q)]
+            self._rho, sketch.coefficients(self.public.load_upload(self._blobs.get(c), self.ctx.dimension + 1)), q)]
 
     def _head(self, client: int, digest: bytes) -> tuple[bytes, bytes, int, int, int, bytes]:
         return self.public.key_id, self.ctx.session, self.ctx.round, client, self.ctx.dimension + 1, digest

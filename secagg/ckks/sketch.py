@@ -1,10 +1,11 @@
 """A Fiat-Shamir linear sketch: the key holder checks that a ciphertext is the sum of the signed uploads
 without ever seeing one of them.
 
-Every ciphertext lives mod one data prime q (see :mod:`secagg.ckks.params`) and is in NTT form, so adding
-ciphertexts adds their coefficient vectors mod q. Write ``x_i`` for the concatenated coefficients (both
-polynomials of every ciphertext) of client i's upload and ``x*`` for those of the aggregate ``ct*`` the
-aggregator wants decrypted. The protocol:
+Every ciphertext lives mod one data prime q (see :mod:`secagg.ckks.params`) and the aggregator adds them in
+coefficient form, so adding ciphertexts adds their coefficient vectors mod q. Write ``x_i`` for the
+concatenated coefficients (both polynomials of every ciphertext) that client i's compact upload stands for
+(exactly what the aggregator rebuilds and adds, :meth:`secagg.ckks.packing.PublicContext.encrypt_upload`) and
+``x*`` for those of the aggregate ``ct*`` the aggregator wants decrypted. The protocol:
 
 1. client i uploads ``ct_i`` and signs its digest ``d_i`` (stage 0, as before);
 2. the aggregator adds the uploads into ``ct*`` and derives the challenge
@@ -24,12 +25,14 @@ make that <= 2^-128 even for an aggregator that grinds hashes offline. A forged,
 sketch fails its signature. What this cannot exclude (nor could the key holder summing the uploads itself):
 a corrupt client that colludes with the aggregator contributes anything, ``x - ct_k`` included.
 
-Privacy towards the key holder. A public-key CKKS encryption is ``c0 = m + e' - c1 s`` with ``e'`` small,
-so in NTT form ``sigma_i = R0 (m_i + e'_i) + (R1 - R0 diag(s)) c1_i``. ``c1_i = a u_i + e1_i`` is
-pseudo-uniform under RLWE (the client's fresh ``u_i``; the key holder's ``s`` does not help), and the
-key holder's mask matrix ``W = R1 - R0 diag(s)`` has full rank k unless ``R1`` happens to lie in a set of
-probability <= k q^-(N-k+1): ``R`` is a hash output, not the key holder's choice (a key holder that chose
-``R1 = R0 diag(s)`` would read ``R0 m_i``). So the ``sigma_i`` are pseudo-uniform given ``ct*``, apart from
+Privacy towards the key holder. A compact public-key encryption is ``c0 = m + e' - c1 s`` with ``e'`` small
+(the encryption noise and the rounding of both polynomials), so with ``S`` the negacyclic matrix of ``s``,
+``sigma_i = R0 (m_i + e'_i) + (R1 - R0 S) c1_i``. ``c1_i`` is ``a u_i + e1_i`` (pseudo-uniform under RLWE:
+the client's fresh ``u_i``; the key holder's ``s`` does not help) with its low bits rounded away, so it has
+about N (log2 q - d1) bits of min-entropy, far more than the k log2 q bits of ``W c1_i``; the key holder's mask
+matrix ``W = R1 - R0 S`` has full rank k unless ``R1`` happens to lie in a set of probability
+<= k q^-(N-k+1), and ``R`` is a hash output, not the key holder's choice (a key holder that chose
+``R1 = R0 S`` would read ``R0 m_i``), so ``W c1_i`` is close to uniform (leftover hash lemma over the rows). So the ``sigma_i`` are pseudo-uniform given ``ct*``, apart from
 their sum, which ``ct*`` determines. The aggregator learns nothing either: it holds ``ct_i`` and could
 compute every ``sigma_i`` itself.
 """
@@ -74,7 +77,8 @@ def challenge(key_id: bytes, session: bytes, round: int, length: int, aggregate_
 
 
 def coefficients(ciphertexts: Sequence[seal.Ciphertext]) -> np.ndarray:
-    """Every coefficient (NTT form, residues mod the data prime) of every polynomial of ``ciphertexts``."""
+    """Every coefficient (as stored: coefficient form for uploads and sums; residues mod the data prime) of every
+    polynomial of ``ciphertexts``."""
     parts = [seal_data.coefficients(c) for c in ciphertexts]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 

@@ -1,10 +1,10 @@
 """CKKS under an active adversary (issue 11, items 5 and 6): the sender lies, the key holder and the aggregator
 refuse with a typed error, and nothing is decrypted.
 
-A malicious aggregator asks the key holder to decrypt what it chose; a malicious client sends SEAL-valid
-ciphertexts that are not fresh encryptions. SEAL ciphertexts are crafted here byte by byte (SEAL's own
-uncompressed serialization: header, parms id, NTT flag, size, degree, moduli count, scale, correction factor,
-data), so that SEAL itself accepts them.
+A malicious aggregator asks the key holder to decrypt what it chose; a malicious client sends well-formed
+compact ciphertexts that are not fresh encryptions, or malformed ones. Aggregates (SEAL ciphertexts) are
+crafted here byte by byte (SEAL's own uncompressed serialization: header, parms id, NTT flag, size, degree,
+moduli count, scale, correction factor, data), so that SEAL itself accepts them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from secagg.aggregation import RoundContext
 from secagg.ckks import CKKSAggregator, CKKSParams, KeyHolder
-from secagg.ckks import seal_io, sketch
+from secagg.ckks import compact, seal_io, sketch
 from secagg.ckks.decryption_wire import decode_request, encode_request
 from secagg.ckks.protocol import CKKSClient
 from secagg.ckks.request import DecryptionRequest, SignedSketch
@@ -145,7 +145,11 @@ def with_contribution(request: DecryptionRequest, index: int, **changes) -> Decr
 
 def dump_sum(setting: Setting, clients) -> tuple[bytes, ...]:
     """The honest sum of ``clients``' uploads, serialized (what the aggregator can compute)."""
-    total = setting.aggregator.public.sum(tuple(setting.blobs[c] for c in clients))
+    public = setting.aggregator.public
+    total = public.load_upload(setting.blobs[clients[0]], DIM + 1)
+    for c in clients[1:]:
+        for acc, cipher in zip(total, public.load_upload(setting.blobs[c], DIM + 1)):
+            public.add_inplace(acc, cipher)
     return tuple(seal_io.dump(c) for c in total)
 
 
@@ -158,15 +162,15 @@ def _seal_header(body: bytes, minor: int) -> bytes:
     return struct.pack("<HBBBBHQ", 0xA15E, 16, 4, minor, 0, 0, 16 + len(body)) + body  # compr_mode none
 
 
-def craft(aggregator: CKKSAggregator, c0: np.ndarray, c1: np.ndarray, *, parms_id=None, ntt=True,
-          scale: float | None = None) -> bytes:
-    """A serialized ciphertext ``(c0, c1)`` (NTT-form residues mod q0) that SEAL loads as valid."""
+def craft(aggregator: CKKSAggregator, c0: np.ndarray, c1: np.ndarray, *, parms_id=None, ntt=False,
+          scale: float = 1.0, size: int = 2) -> bytes:
+    """A serialized ciphertext ``(c0, c1)`` (coefficient-form residues mod q0) that SEAL loads as valid."""
     public = aggregator.public
-    minor = seal_io.dump(public.load(public.encrypt(np.zeros(1))[0]))[4]
-    data = np.concatenate([c0, c1]).astype("<u8")
+    minor = seal_io.dump(seal.Plaintext())[4]
+    data = np.concatenate([c0, c1] + [c1] * (size - 2)).astype("<u8")
     dyn = _seal_header(struct.pack("<Q", data.size) + data.tobytes(), minor)
     body = struct.pack("<4Q", *(parms_id or public.context.first_parms_id())) + bytes([ntt])
-    body += struct.pack("<QQQdQ", 2, PARAMS.poly_modulus_degree, 1, scale or PARAMS.scale, 1) + dyn
+    body += struct.pack("<QQQdQ", size, PARAMS.poly_modulus_degree, 1, scale, 1) + dyn
     return _seal_header(body, minor)
 
 
@@ -176,13 +180,26 @@ def zero_and_constant(aggregator: CKKSAggregator, constant: int) -> tuple[bytes,
     return (craft(aggregator, np.zeros(n, np.uint64), np.full(n, constant, np.uint64)),) * count
 
 
+def compact_zero_and_constant(aggregator: CKKSAggregator, constant: int) -> tuple[bytes, ...]:
+    """The same as a client's compact upload (``constant`` survives the rounding when it is a multiple of
+    2^c1_drop)."""
+    n, count = PARAMS.poly_modulus_degree, aggregator.public.ciphertexts_for(DIM + 1)
+    zeros, constants = np.zeros((count, n), np.uint64), np.full((count, n), constant, np.uint64)
+    return tuple(compact.compress(aggregator.public.layout, zeros, constants, DIM + 1)[0])
+
+
 def test_crafting_is_faithful(setting):
-    """The crafted (0, c) really is SEAL-valid and decrypts to c * s: the attack would work on a naive holder."""
+    """The crafted (0, c) really is SEAL-valid and decrypts to c * s: the attack would work on a naive holder;
+    the compact one stands for exactly (0, c)."""
+    public = setting.aggregator.public
     blob = zero_and_constant(setting.aggregator, 1 << 20)[0]
-    cipher = setting.aggregator.public.load(blob)
-    plain = seal.Plaintext()
-    setting.counter.inner.decrypt(cipher, plain)
-    assert np.abs(np.asarray(setting.aggregator.public.encoder.decode_complex(plain))).max() > 0
+    cipher, ntt, plain = public.load_aggregate(blob), seal.Ciphertext(public.context), seal.Plaintext()
+    public.evaluator.transform_to_ntt(cipher, ntt)
+    setting.counter.inner.decrypt(ntt, plain)
+    assert np.abs(public.decode([plain], 100)).max() > 0
+    uploaded = public.load_upload(compact_zero_and_constant(setting.aggregator, 1 << 50), DIM + 1)
+    assert sketch.coefficients(uploaded)[:PARAMS.poly_modulus_degree].max() == 0
+    assert set(sketch.coefficients(uploaded)[PARAMS.poly_modulus_degree:].tolist()) == {1 << 50}
 
 
 # 5. A malicious aggregator: chosen ciphertexts, substitutes, differences, replays, dropped signatures -------
@@ -223,9 +240,11 @@ def test_format_1_and_2_requests_are_refused(setting):
 
 def test_one_clients_ciphertext_as_the_sum_is_refused(setting):
     request, first = setting.request, setting.request.contributions[0]
-    refused(setting, setting.lie(setting.blobs[0]), DecryptionRefused, NOT_THE_SUM)
-    refused(setting, setting.lie(setting.blobs[0], clients=(0,)), DecryptionRefused, "min_clients")
-    lone = setting.lie(setting.blobs[0], clients=(0,))
+    one = dump_sum(setting, (0,))  # client 0's upload, rebuilt as the aggregator holds it
+    refused(setting, setting.lie(one), DecryptionRefused, NOT_THE_SUM)
+    refused(setting, setting.lie(one, clients=(0,)), DecryptionRefused, "min_clients")
+    refused(setting, setting.lie(setting.blobs[0]), MessageError, "ciphertext")  # a compact blob is no aggregate
+    lone = setting.lie(one, clients=(0,))
     refused(setting, dataclasses.replace(lone, contributions=lone.contributions * 2), DecryptionRefused, "twice")
     refused(setting, dataclasses.replace(request, contributions=(first, first)), DecryptionRefused, "twice")
 
@@ -247,7 +266,7 @@ def test_sum_minus_client_0_is_refused(setting):
 
 def test_an_aggregate_differing_from_the_sum_in_one_coefficient_is_refused(setting):
     public = setting.aggregator.public
-    cipher = public.load(setting.request.aggregate[0])
+    cipher = public.load_aggregate(setting.request.aggregate[0])
     coeffs = sketch.coefficients([cipher])
     n = PARAMS.poly_modulus_degree
     for position in (0, n + 17):  # one coefficient of c0, then of c1
@@ -257,7 +276,7 @@ def test_an_aggregate_differing_from_the_sum_in_one_coefficient_is_refused(setti
         refused(setting, setting.lie(aggregate), DecryptionRefused, NOT_THE_SUM)
     # the faithful re-encoding of the same coefficients passes: only the one coefficient was wrong
     same = (craft(setting.aggregator, coeffs[:n], coeffs[n:]),) + setting.request.aggregate[1:]
-    assert setting.holder.decrypt(setting.lie(same)).weight == pytest.approx(len(CLIENTS), abs=1e-6)
+    assert setting.holder.decrypt(setting.lie(same)).weight == pytest.approx(len(CLIENTS), abs=1e-4)
 
 
 def test_a_record_that_omits_a_contributor_is_refused(setting):
@@ -355,7 +374,8 @@ def test_a_duplicated_client_is_refused(setting):
 
 def test_the_key_holder_never_receives_a_clients_ciphertext(setting):
     """Neither the request object nor its wire form carries any piece of any client's upload; the aggregate is
-    the only ciphertext, about one upload's size whatever the number of clients."""
+    the only ciphertext, about two uploads' size whatever the number of clients (its residues are whole, an
+    upload's rounded)."""
     encoded = encode_request(setting.request)
     flat = [b for blobs in setting.blobs.values() for b in blobs]
     for blob in flat:
@@ -366,7 +386,7 @@ def test_the_key_holder_never_receives_a_clients_ciphertext(setting):
         assert (len(c.digest), len(c.update_signature), len(c.sketch_signature)) == (32, 64, 64)
         assert all(isinstance(v, int) for v in c.sketch) and len(c.sketch) <= 8
     one_upload = sum(len(b) for b in setting.blobs[0])
-    assert len(encoded) < 1.2 * one_upload + 1000
+    assert len(encoded) < 2 * one_upload + 1000
 
 
 _TAMPERINGS = st.one_of(
@@ -432,7 +452,7 @@ def test_the_untampered_request_still_decrypts_after_refusals(setting):
         with pytest.raises((DecryptionRefused, MessageError)):
             setting.holder.decrypt(tamper(setting.request, how, q))
     release = setting.holder.decrypt(setting.request)
-    assert release.weight == pytest.approx(len(CLIENTS), abs=1e-6)
+    assert release.weight == pytest.approx(len(CLIENTS), abs=1e-4)
 
 
 # A malicious (enrolled) client: SEAL-valid ciphertexts that are not fresh encryptions -------------------------
@@ -453,61 +473,55 @@ def _honest_blobs(aggregator: CKKSAggregator) -> list[bytes]:
     return aggregator.public.encrypt(np.zeros(DIM + 1))
 
 
-def _non_ntt(aggregator):
-    cipher = aggregator.public.load(_honest_blobs(aggregator)[0])
-    aggregator.public.evaluator.transform_from_ntt_inplace(cipher)
-    return seal_io.dump(cipher)
+def _c0_padding_byte(aggregator: CKKSAggregator) -> int:
+    """The index of the byte that ends c0 in a one-ciphertext upload of DIM + 1 reals (it has padding bits)."""
+    layout = aggregator.public.layout
+    assert 8 * compact.packed_size(DIM + 1, layout.c0_bits) > (DIM + 1) * layout.c0_bits
+    return compact.packed_size(DIM + 1, layout.c0_bits)
 
 
-def _size_3(aggregator):
+def _with_byte(blob: bytes, index: int, value: int) -> bytes:
+    return blob[:index] + bytes([value]) + blob[index + 1:]
+
+
+def _seal_serialization(aggregator):
     public = aggregator.public
-    a, b = (public.load(x) for x in (public.encrypt(np.ones(4))[0], public.encrypt(np.ones(4))[0]))
-    a.scale = b.scale = 2.0**20
-    public.evaluator.multiply_inplace(a, b)
-    a.scale = PARAMS.scale
-    return seal_io.dump(a)
-
-
-def _wrong_scale(aggregator):
-    cipher = aggregator.public.load(_honest_blobs(aggregator)[0])
-    cipher.scale = 2.0**40
-    return seal_io.dump(cipher)
-
-
-def _key_level(aggregator):
-    n = PARAMS.poly_modulus_degree
-    key_parms = aggregator.public.context.key_parms_id()
-    return craft(aggregator, np.zeros(n, np.uint64), np.ones(n, np.uint64), parms_id=key_parms)
+    return (seal_io.dump(public.load_upload(_honest_blobs(aggregator), DIM + 1)[0]),)
 
 
 def _other_parameters(aggregator):
     from secagg.ckks.packing import PublicContext
 
-    other = CKKSParams(coeff_bits=(50, 50), scale_bits=40, max_weight=10.0)
-    return PublicContext(other, KeyHolder(other, {}).public_key).encrypt(np.zeros(DIM + 1))[0]
+    other = CKKSParams(max_clients=1000, max_weight=10.0)
+    return tuple(PublicContext(other, KeyHolder(other, {}).public_key).encrypt(np.zeros(DIM + 1)))
 
 
-def _non_ntt_crafted(aggregator):
-    n = PARAMS.poly_modulus_degree
-    return craft(aggregator, np.zeros(n, np.uint64), np.ones(n, np.uint64), ntt=False)
+def _whole_c0(aggregator):
+    """The last ciphertext with all N coefficients of c0 (it must stop after the last real)."""
+    public, n = aggregator.public, PARAMS.poly_modulus_degree
+    return tuple(public.encrypt(np.zeros(n)))
 
 
-BAD_CIPHERTEXTS = {
-    "not NTT (transformed)": (_non_ntt, "NTT form"),
-    "not NTT (crafted)": (_non_ntt_crafted, "NTT form"),
-    "size 3": (_size_3, "size 3"),
-    "wrong scale": (_wrong_scale, "scale"),
-    "key-level parms id": (_key_level, "ciphertext"),
-    "other parameters": (_other_parameters, "ciphertext"),
+BAD_UPLOADS = {
+    "SEAL's own serialization": (_seal_serialization, "bytes"),
+    "truncated": (lambda a: (_honest_blobs(a)[0][:-1],), "bytes"),
+    "one byte more": (lambda a: (_honest_blobs(a)[0] + b"\0",), "bytes"),
+    "empty": (lambda a: (b"",), "bytes"),
+    "another format": (lambda a: (_with_byte(_honest_blobs(a)[0], 0, 0xC2),), "format"),
+    "non-zero padding bits": (lambda a: (_with_byte(_honest_blobs(a)[0], _c0_padding_byte(a),
+                                                    _honest_blobs(a)[0][_c0_padding_byte(a)] | 0x80),), "padding"),
+    "c0 not cut after the last real": (_whole_c0, "bytes"),
+    "two ciphertexts": (lambda a: tuple(_honest_blobs(a)) * 2, "count"),
+    "other parameters": (_other_parameters, "bytes"),
 }
 
 
-@pytest.mark.parametrize("kind", sorted(BAD_CIPHERTEXTS))
+@pytest.mark.parametrize("kind", sorted(BAD_UPLOADS))
 def test_a_clients_malformed_ciphertext_is_refused_at_collect_and_the_round_completes(kind):
-    make, match = BAD_CIPHERTEXTS[kind]
+    make, match = BAD_UPLOADS[kind]
     aggregator = CKKSAggregator(PARAMS)
     ctx = RoundContext.new(1, CLIENTS, DIM)
-    bad = signed_update(aggregator, ctx, 1, (make(aggregator),))
+    bad = signed_update(aggregator, ctx, 1, make(aggregator))
     server = aggregator.server_session(ctx)
     rng = np.random.default_rng(0)
     ups = {c: rng.uniform(-1, 1, DIM) for c in CLIENTS}
@@ -525,20 +539,41 @@ def test_a_clients_malformed_ciphertext_is_refused_at_collect_and_the_round_comp
     result = server.result()
     assert result.contributors == (0, 2, 3)
     expected = np.mean([ups[c] for c in (0, 2, 3)], axis=0)
-    assert np.abs(result.mean - expected).max() < 1e-6
+    assert np.abs(result.mean - expected).max() < 6 * PARAMS.masking_error_std
+
+
+def _out_of_range(aggregator):
+    n = PARAMS.poly_modulus_degree
+    c0 = np.zeros(n, np.uint64)
+    c0[3] = aggregator.public.modulus
+    return craft(aggregator, c0, np.ones(n, np.uint64))
+
+
+def _ones(aggregator, **kwargs):
+    n = PARAMS.poly_modulus_degree
+    return craft(aggregator, np.zeros(n, np.uint64), np.ones(n, np.uint64), **kwargs)
+
+
+BAD_AGGREGATES = {
+    "NTT form": (lambda a: _ones(a, ntt=True), "NTT form"),
+    "size 3": (lambda a: _ones(a, size=3), "size 3"),
+    "wrong scale": (lambda a: _ones(a, scale=2.0**40), "scale"),
+    "another parms id": (lambda a: _ones(a, parms_id=[1, 2, 3, 4]), "ciphertext"),
+    "a residue out of range": (_out_of_range, "ciphertext"),
+    "a compact upload": (lambda a: _honest_blobs(a)[0], "ciphertext"),
+}
 
 
 def test_an_upload_refused_at_its_last_ciphertext_leaves_the_running_sum_as_it_was():
-    """Ciphertexts are added one at a time as they load; a bad one takes the client's others back out."""
-
+    """A bad last ciphertext refuses the whole upload before any of it is added: the sum is the others'."""
     aggregator = CKKSAggregator(PARAMS)
     dim = PARAMS.reals_per_ciphertext + 10  # two ciphertexts per upload
     ctx = RoundContext.new(1, CLIENTS, dim)
     rng = np.random.default_rng(1)
     ups = {c: rng.uniform(-1, 1, dim) for c in CLIENTS}
-    honest = aggregator.public.encrypt(np.append(ups[1] * 0.1, 0.1))
+    honest = aggregator.public.encrypt(np.append(ups[1], 1.0))
     bad = signed_update(aggregator, ctx, 1, (honest[0], b"junk"))
-    sessions = {c: aggregator.client_session(ctx, c, ups[c], 1.0) for c in CLIENTS}
+    sessions = {c: aggregator.client_session(ctx, c, ups[c], 10.0) for c in CLIENTS}
     server = aggregator.server_session(ctx)
     for c in CLIENTS:
         if c == 1:
@@ -551,7 +586,7 @@ def test_an_upload_refused_at_its_last_ciphertext_leaves_the_running_sum_as_it_w
     assert server.close_stage() == {}
     result = server.result()
     assert result.contributors == (0, 2, 3)
-    assert np.abs(result.mean - np.mean([ups[c] for c in (0, 2, 3)], axis=0)).max() < 1e-6
+    assert np.abs(result.mean - np.mean([ups[c] for c in (0, 2, 3)], axis=0)).max() < 6 * PARAMS.masking_error_std
 
 
 def test_the_runtime_treats_a_malformed_ciphertext_as_this_clients_fault():
@@ -560,11 +595,11 @@ def test_the_runtime_treats_a_malformed_ciphertext_as_this_clients_fault():
     assert issubclass(MessageError, CLIENT_FAULTS)
 
 
-@pytest.mark.parametrize("kind", sorted(BAD_CIPHERTEXTS))
+@pytest.mark.parametrize("kind", sorted(BAD_AGGREGATES))
 def test_a_malformed_aggregate_spends_no_round_at_the_key_holder(setting, kind):
     """A malformed aggregate with every signature valid for it (honest clients answered its challenge): refused
     by the key holder before any decryption; the honest request of the same round still decrypts."""
-    make, match = BAD_CIPHERTEXTS[kind]
+    make, match = BAD_AGGREGATES[kind]
     aggregator = setting.aggregator
     count = aggregator.public.ciphertexts_for(DIM + 1)
     refused(setting, setting.lie((make(aggregator),) * count), MessageError, match)
@@ -577,7 +612,7 @@ def test_a_signed_zero_constant_ciphertext_from_a_client_cannot_release_the_key(
     the release would be dominated by c * s, so the range check refuses it (typed) and the round is spent."""
     aggregator, ctx, request = setting.aggregator, setting.ctx, setting.request
     public = aggregator.public
-    crafted = zero_and_constant(aggregator, 1 << 50)
+    crafted = compact_zero_and_constant(aggregator, 1 << 50)
     setting.blobs[0] = crafted
     digest = contribution_digest(crafted)
     head = (public.key_id, ctx.session, ctx.round, 0, DIM + 1, digest)
@@ -585,7 +620,7 @@ def test_a_signed_zero_constant_ciphertext_from_a_client_cannot_release_the_key(
     aggregate = dump_sum(setting, CLIENTS)
     record = [(0, digest)] + [(c.client, c.digest) for c in request.contributions[1:]]
     rho = sketch.challenge(public.key_id, ctx.session, ctx.round, DIM + 1, contribution_digest(aggregate), record)
-    values = sketch.sketch(rho, sketch.coefficients([public.load(b) for b in crafted]), public.modulus)
+    values = sketch.sketch(rho, sketch.coefficients(public.load_upload(crafted, DIM + 1)), public.modulus)
     own = SignedSketch(0, digest, key.sign(contribution_payload(*head)), values, key.sign(sketch_payload(*head, rho, values)))
     others = tuple(setting.answer(c.client, rho) for c in request.contributions[1:])
     with pytest.raises(AggregateOutOfRange):
@@ -624,7 +659,7 @@ def test_a_false_sketch_is_found_and_its_client_excluded():
     result = server.result()
     assert stages == 2 and result.details["challenges"] == 2
     assert result.contributors == (0, 1, 3)
-    assert np.abs(result.mean - np.mean([ups[c] for c in (0, 1, 3)], axis=0)).max() < 1e-6
+    assert np.abs(result.mean - np.mean([ups[c] for c in (0, 1, 3)], axis=0)).max() < 6 * PARAMS.masking_error_std
 
 
 def test_a_dropout_at_the_challenge_is_re_challenged_once_then_the_round_aborts():

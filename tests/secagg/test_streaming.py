@@ -47,7 +47,7 @@ def retained_by_collect(aggregator, clients: int) -> tuple[int, int]:
 
 @pytest.mark.parametrize("protection", [None, Masking(), CKKS()], ids=["plaintext", "mask", "ckks"])
 def test_server_memory_does_not_grow_with_clients(protection):
-    few, few_given = retained_by_collect(protection_aggregator(protection, 1.0, min_clients=1), clients=3)
-    many, many_given = retained_by_collect(protection_aggregator(protection, 1.0, min_clients=1), clients=12)
+    few, few_given = retained_by_collect(protection_aggregator(protection, 1.0, min_clients=1, clients=3), clients=3)
+    many, many_given = retained_by_collect(protection_aggregator(protection, 1.0, min_clients=1, clients=12), clients=12)
     # before streaming the masking and CKKS servers kept every masked input or ciphertext: 9 more uploads
     assert many - few < 0.05 * (many_given - few_given), (few, many, many_given - few_given)

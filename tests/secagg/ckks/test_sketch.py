@@ -1,4 +1,5 @@
-"""The linear sketch: exact modular arithmetic, linearity over SEAL's ciphertext addition, uniform rows."""
+"""The linear sketch: exact modular arithmetic, linearity over SEAL's ciphertext addition, uniform rows, and a
+client's sketch over exactly what the aggregator adds."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from secagg.ckks import CKKSParams, KeyHolder, sketch
 from secagg.ckks.packing import PublicContext
 from secagg.errors import ConfigurationError
 
-Q55 = 36028797018652673  # SEAL's 55-bit prime for N = 4096 (the default q0)
+Q55 = 36028797018652673  # SEAL's 55-bit prime for N = 4096
+Q54 = 18014398509404161  # SEAL's 54-bit prime for N = 2048 (q0)
 
 
 @settings(max_examples=40, deadline=None)
@@ -42,16 +44,28 @@ def test_rows_are_uniform_and_depend_on_the_challenge():
 def test_the_sketch_is_linear_over_seal_addition():
     params = CKKSParams()
     public = PublicContext(params, KeyHolder(params, {}).public_key)
-    assert public.modulus == Q55
+    assert public.modulus == Q54
     rng = np.random.default_rng(0)
-    a, b = (public.encrypt_ciphertexts(rng.uniform(-1, 1, 5000)) for _ in range(2))
+    a, b = (public.load_upload(public.encrypt(rng.uniform(-1, 1, 3000)), 3000) for _ in range(2))
     rho = b"r" * 32
-    separate = sketch.add([sketch.sketch(rho, sketch.coefficients(a), Q55),
-                           sketch.sketch(rho, sketch.coefficients(b), Q55)], Q55, 3)
+    rows = sketch.rows_for(Q54)
+    separate = sketch.add([sketch.sketch(rho, sketch.coefficients(a), Q54),
+                           sketch.sketch(rho, sketch.coefficients(b), Q54)], Q54, rows)
     for acc, other in zip(a, b):
         public.add_inplace(acc, other)
-    assert sketch.sketch(rho, sketch.coefficients(a), Q55) == separate
+    assert sketch.sketch(rho, sketch.coefficients(a), Q54) == separate
     assert len(sketch.coefficients(a)) == 2 * 2 * params.poly_modulus_degree  # 2 ciphertexts of 2 polynomials
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(1, 5000))
+def test_a_client_sketches_exactly_what_the_aggregator_adds(length):
+    """The coefficients a client keeps for its sketch are those of the ciphertexts the aggregator rebuilds
+    from its compact upload (c0 cut after the last real included)."""
+    params = CKKSParams()
+    public = PublicContext(params, KeyHolder(params, {}).public_key)
+    blobs, coefficients = public.encrypt_upload(np.linspace(-1, 1, length))
+    np.testing.assert_array_equal(coefficients, sketch.coefficients(public.load_upload(blobs, length)))
 
 
 def test_bad_inputs_are_refused():
@@ -70,7 +84,7 @@ def test_fast_coefficients_equal_the_per_coefficient_accessor(monkeypatch):
 
     params = CKKSParams()
     public = PublicContext(params, KeyHolder(params, {}).public_key)
-    ciphers = public.encrypt_ciphertexts(np.linspace(-1, 1, 9000))
+    ciphers = public.load_upload(public.encrypt(np.linspace(-1, 1, 5000)), 5000)
     slow = [np.fromiter(map(c.__getitem__, range(2 * params.poly_modulus_degree)), np.uint64) for c in ciphers]
     np.testing.assert_array_equal(sketch.coefficients(ciphers), np.concatenate(slow))
     if seal_data._ZSTD is not None:
