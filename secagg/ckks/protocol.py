@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from secagg.aggregation import RoundContext
-from secagg.ckks import sketch
+from secagg.ckks import compact, sketch
 from secagg.ckks.keyholder import KeyHolder
 from secagg.ckks.packing import PublicContext
 from secagg.ckks.params import CKKSParams
@@ -32,7 +32,7 @@ from secagg.wire import SERVER_ID, BodyReader, BodyWriter, MessageKind
 
 __all__ = ["CKKSAggregator", "CKKSClient", "CKKSServer", "KeyHolderPort", "weighted_values"]
 
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2  # 1 kept the coefficients instead of the compact upload
 
 
 def weighted_values(update: np.ndarray, weight: float, params: CKKSParams, dimension: int) -> np.ndarray:
@@ -68,7 +68,8 @@ class CKKSClient:
         self.ctx, self.id, self.identity = ctx, client_id, identity
         self._key_id, self._modulus, self._length = public.key_id, public.modulus, ctx.dimension + 1
         values = weighted_values(update, weight, public.params, ctx.dimension)
-        blobs, self._coefficients = public.encrypt_upload(values)  # the coefficients: all it keeps of its upload
+        blobs, _ = public.encrypt_upload(values)
+        self._layout, self._blobs = public.layout, tuple(bytes(b) for b in blobs)  # all it keeps of its upload
         self._digest = contribution_digest(blobs)
         signature = identity.sign(contribution_payload(*self._head()))
         body = BodyWriter().u32(len(blobs))
@@ -78,7 +79,11 @@ class CKKSClient:
         self._answers: dict[bytes, bytes] = {}
 
     def start(self) -> bytes:
-        return self._message
+        """The upload, handed over once (the session keeps only its compact ciphertexts afterwards)."""
+        if not self._message:
+            raise ProtocolError("this session's upload was already handed over")
+        message, self._message = self._message, b""
+        return message
 
     def handle(self, message: bytes) -> bytes:
         """The signed sketch that answers a ``CKKS_CHALLENGE``; the same challenge gets the same answer."""
@@ -91,16 +96,26 @@ class CKKSClient:
             return self._answers[rho]
         if len(self._answers) >= MAX_CHALLENGES:
             raise ProtocolError(f"already answered {MAX_CHALLENGES} challenges in round {self.ctx.round}")
-        values = sketch.sketch(rho, self._coefficients, self._modulus)
+        values = sketch.sketch(rho, self._coefficients(), self._modulus)
         signature = self.identity.sign(sketch_payload(*self._head(), rho, values))
         self._answers[rho] = encode_sketch(self.ctx, self.id, rho, values, signature)
         return self._answers[rho]
 
+    def _coefficients(self) -> np.ndarray:
+        """What the aggregator adds of this upload (both polynomials of each ciphertext, coefficient form), rebuilt
+        from the compact ciphertexts exactly as the aggregator rebuilds them: 7 bytes per parameter kept instead
+        of 16."""
+        c0, c1 = compact.decompress(self._layout, self._blobs, self._length)
+        return np.stack([c0, c1], axis=1).reshape(-1)
+
     def suspend(self) -> bytes:
-        """The session between stages, for the client's own storage: its upload's coefficients, digest and
-        answers (the identity key stays the node's)."""
+        """The session between stages, for the client's own storage: its compact upload, digest and answers
+        (the identity key stays the node's)."""
         w = BodyWriter().u8(_STATE_FORMAT).raw(self._key_id).raw(self._digest).u32(self._length)
-        w.raw(self._modulus.to_bytes(8, "big")).u32(len(self._coefficients)).array(self._coefficients)
+        w.raw(self._modulus.to_bytes(8, "big")).u32(self._layout.degree).u8(self._layout.c0_drop)
+        w.u8(self._layout.c1_drop).u32(len(self._blobs))
+        for blob in self._blobs:
+            w.blob(blob)
         w.u32(len(self._answers))
         for rho, answer in self._answers.items():
             w.raw(rho).blob(answer)
@@ -116,7 +131,8 @@ class CKKSClient:
             raise ProtocolError("suspended CKKS session of another format")
         self._key_id, self._digest, self._length = r.raw(KEY_ID_BYTES), r.raw(32), r.u32()
         self._modulus = int.from_bytes(r.raw(8), "big")
-        self._coefficients = r.array(dtype=np.uint64, shape=(r.u32(),))
+        self._layout = compact.Layout(self._modulus, r.u32(), r.u8(), r.u8())
+        self._blobs = tuple(bytes(r.blob()) for _ in range(r.u32()))
         self._answers = {r.raw(sketch.CHALLENGE_BYTES): r.blob() for _ in range(r.count(max_count=MAX_CHALLENGES))}
         r.finish()
         self._message = b""

@@ -42,20 +42,21 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import tenseal.sealapi as seal
 
 from secagg.ckks import seal_data
 from secagg.errors import ConfigurationError
-from secagg.primitives.prg import MaskExpander
+from secagg.primitives.prg import MaskExpander, keystream
 
 CHALLENGE_BYTES = 32
 SOUNDNESS_BITS = 128
 _LIMB_BITS = 20  # 3 limbs hold a 60-bit residue; a limb product has 40 bits
 _LIMBS = 3
 _CHUNK = 1 << 22  # 2^22 products of 40 bits add up below 2^64
+_PIECE = 1 << 18  # challenge words generated and used at a time (2 MiB), below _CHUNK
 _CHALLENGE_LABEL = b"secagg/ckks-challenge/v1"
 _EXPAND_LABEL = b"secagg/ckks-sketch-rows/v1"
 
@@ -104,24 +105,51 @@ def challenge_rows(rho: bytes, columns: int, modulus: int) -> np.ndarray:
 
 
 def sketch(rho: bytes, coeffs: np.ndarray, modulus: int) -> tuple[int, ...]:
-    """``R(rho) coeffs mod modulus``, exactly (limbs of 20 bits, integer dot products, Python ints)."""
+    """``R(rho) coeffs mod modulus``, exactly (limbs of 20 bits, integer dot products, Python ints). The rows of
+    :func:`challenge_rows` are generated and used a piece at a time, so the memory a sketch takes does not grow
+    with ``coeffs`` (which the caller holds)."""
     if coeffs.dtype != np.uint64 or coeffs.ndim != 1:
         raise ConfigurationError("coefficients must be a flat uint64 vector")
     if modulus.bit_length() > _LIMBS * _LIMB_BITS:
         raise ConfigurationError(f"a {modulus.bit_length()}-bit modulus is beyond the sketch's limbs")
-    rows = challenge_rows(rho, len(coeffs), modulus)
-    x = _limbs(coeffs)
-    out = []
-    for row in rows:
-        r = _limbs(row)
-        total = 0
-        for a in range(_LIMBS):
-            for b in range(_LIMBS):
-                partial = sum(int(np.dot(r[a, s:s + _CHUNK], x[b, s:s + _CHUNK]))
-                              for s in range(0, len(coeffs), _CHUNK))
-                total += partial << (_LIMB_BITS * (a + b))
-        out.append(total % modulus)
-    return tuple(out)
+    columns, rows = len(coeffs), rows_for(modulus)
+    totals = [0] * rows
+    position = 0
+    for words in _accepted_words(rho, columns, modulus):
+        while len(words):
+            row, column = divmod(position, columns)
+            take = min(len(words), columns - column)
+            totals[row] += _exact_dot(words[:take], coeffs[column:column + take])
+            words, position = words[take:], position + take
+    return tuple(t % modulus for t in totals)
+
+
+def _accepted_words(rho: bytes, columns: int, modulus: int) -> Iterator[np.ndarray]:
+    """The words of ``R(rho)`` in row-major order, in pieces of at most :data:`_PIECE` (the stream
+    :func:`challenge_rows` reshapes, generated lazily)."""
+    if len(rho) != CHALLENGE_BYTES or modulus < 3 or columns < 1:
+        raise ConfigurationError("a sketch needs a 32-byte challenge, an odd prime modulus and a column")
+    need = rows_for(modulus) * columns
+    mask = np.uint64((1 << modulus.bit_length()) - 1)
+    block = need + need // 2 + 1024  # as challenge_rows: each seed's stream is this many words
+    have, counter = 0, 0
+    while have < need:
+        stream = keystream(hashlib.sha256(_EXPAND_LABEL + rho + struct.pack(">I", counter)).digest())
+        left = block
+        while left and have < need:
+            n = min(_PIECE, left)
+            words = np.frombuffer(stream.update(bytes(8 * n)), dtype=np.uint64) & mask
+            left -= n
+            kept = words[words < np.uint64(modulus)][: need - have]
+            have += len(kept)
+            yield kept
+        counter += 1
+
+
+def _exact_dot(r: np.ndarray, x: np.ndarray) -> int:
+    """sum r_i x_i over the integers, for at most :data:`_CHUNK` residues of at most 60 bits."""
+    rl, xl = _limbs(r), _limbs(x)
+    return sum(int(np.dot(rl[a], xl[b])) << (_LIMB_BITS * (a + b)) for a in range(_LIMBS) for b in range(_LIMBS))
 
 
 def add(sketches: Iterable[Sequence[int]], modulus: int, rows: int) -> tuple[int, ...]:

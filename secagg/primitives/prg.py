@@ -20,6 +20,14 @@ _ZERO_IV = bytes(_BLOCK)
 _CHUNK_WORDS = 1 << 16  # 256 KiB of uint32: a piece of the accumulator that stays in cache
 
 
+def keystream(seed: bytes):  # type: ignore[no-untyped-def]
+    """The AES-256-CTR keystream of ``seed`` (zero counter block), read in order by ``update(zeros)``: what
+    :class:`MaskExpander` expands, for callers that consume it a piece at a time."""
+    if len(seed) != SEED_BYTES:
+        raise ConfigurationError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+    return Cipher(algorithms.AES(seed), modes.CTR(_ZERO_IV)).encryptor()
+
+
 class MaskExpander:
     """Expands seeds into ``length`` words of ``dtype`` (uint32 or uint64), reusing its buffers."""
 
@@ -65,9 +73,7 @@ class MaskExpander:
 
     @staticmethod
     def _encryptor(seed: bytes):  # type: ignore[no-untyped-def]
-        if len(seed) != SEED_BYTES:
-            raise ConfigurationError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
-        return Cipher(algorithms.AES(seed), modes.CTR(_ZERO_IV)).encryptor()
+        return keystream(seed)
 
     def uniform(self, seed: bytes) -> np.ndarray:
         """``length`` floats uniform in [0, 1), a fresh array (for stochastic rounding)."""

@@ -646,8 +646,14 @@ def test_a_false_sketch_is_found_and_its_client_excluded():
     ups = {c: rng.uniform(-1, 1, DIM) for c in CLIENTS}
     sessions = {c: aggregator.client_session(ctx, c, ups[c], 10.0) for c in CLIENTS}
     liar = sessions[2]
-    liar._coefficients = liar._coefficients.copy()
-    liar._coefficients[5] ^= np.uint64(1)  # it sketches something other than what it sent
+    honest_coefficients = liar._coefficients
+
+    def other_coefficients():
+        coefficients = honest_coefficients()
+        coefficients[5] ^= np.uint64(1)  # it sketches something other than what it sent
+        return coefficients
+
+    liar._coefficients = other_coefficients
     server = aggregator.server_session(ctx)
     for c in CLIENTS:
         server.collect(c, sessions[c].start())

@@ -286,6 +286,8 @@ def test_a_suspended_client_answers_like_the_live_one(aggregator):
     assert back.handle(challenge) == live.handle(challenge)
     with pytest.raises(ProtocolError, match="format"):
         CKKSClient.resume(b"\x09" + live.suspend()[1:], ctx, 0, aggregator.identities.signing_key(0))
+    with pytest.raises(ProtocolError, match="already handed over"):  # it keeps only its compact upload
+        live.start()
 
 
 def test_bad_updates_are_refused_by_the_client(aggregator):

@@ -26,6 +26,20 @@ def test_the_sketch_is_the_exact_dot_product(n, q, rho, seed):
     assert sketch.sketch(rho, x, q) == expected
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 120), st.integers(1, 40), st.sampled_from([Q54, 1048583]), st.binary(min_size=32, max_size=32))
+def test_the_streamed_sketch_equals_the_whole_rows_one_piece_size_or_another(n, piece, q, rho):
+    """Rows are generated a piece at a time; pieces that cross row ends give the sketch of the whole rows."""
+    x = np.random.default_rng(n).integers(0, q, n, dtype=np.uint64)  # test data, not secrets
+    rows = sketch.challenge_rows(rho, n, q)
+    expected = tuple(sum(int(r) * int(v) for r, v in zip(row, x)) % q for row in rows)
+    original, sketch._PIECE = sketch._PIECE, piece
+    try:
+        assert sketch.sketch(rho, x, q) == expected
+    finally:
+        sketch._PIECE = original
+
+
 def test_rows_for_reaches_128_bits():
     for q in (Q55, 1048583, (1 << 60) - 93):
         assert sketch.rows_for(q) * np.floor(np.log2(q)) >= 128
