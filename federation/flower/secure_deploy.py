@@ -181,15 +181,6 @@ def register_node(link: SuperLinkAddress, home: Path, key: NodeKey, enter: Seque
         raise RuntimeFailure(f"registering {key.public_key} failed: {done.stdout[-500:]} {done.stderr[-500:]}")
 
 
-def list_nodes(link: SuperLinkAddress, home: Path, enter: Sequence[str] = ()) -> dict[int, str]:
-    """``flwr supernode list``: node id -> status (``registered``, ``online``, ``offline``, ...)."""
-    done = flwr_cli(link, home, ["supernode", "list", "secagg", "--format", "json"], enter)
-    try:
-        return {int(n["node-id"]): str(n["status"]) for n in json.loads(done.stdout)["nodes"]}
-    except (ValueError, KeyError, TypeError):
-        raise RuntimeFailure(f"listing SuperNodes failed: {done.stdout[-500:]} {done.stderr[-500:]}")
-
-
 class SecureFlower(LocalFlower):
     """A SuperLink with TLS and node authentication on ``link_host``, one SuperNode per site, each on its own
     host; ``operator`` registers the sites' keys and submits runs. Stopped like :class:`LocalFlower`."""
