@@ -181,3 +181,15 @@ def _links() -> list[str]:
     done = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=30)
     return sorted(line.split(":")[1].strip() for line in done.stdout.splitlines())
 
+
+
+def test_the_open_source_superlink_does_not_authenticate_the_control_api(monkeypatch):
+    """Why the deployment guide says only the sites and the operator may reach the SuperLink's port: its
+    Control API (register a SuperNode key, submit a run), on the same port as the Fleet API, takes any request
+    without credentials. If this fails, Flower authenticates it now: update docs/deployment.md and
+    docs/threat-model.md."""
+    from flwr.superlink.config_loader import load_control_authn_plugin
+
+    monkeypatch.delenv("FLWR_OIDC_ENABLED", raising=False)
+    accepted, account = load_control_authn_plugin().validate_tokens_in_metadata([])
+    assert accepted and account is not None
