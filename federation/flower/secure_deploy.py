@@ -54,8 +54,8 @@ sys.exit(1)
 
 @dataclass(frozen=True)
 class Host:
-    """A machine of the deployment: ``address`` (how the others reach it) and ``enter`` (the command prefix
-    that runs a program there, e.g. ``ip netns exec NAME``; empty: this machine)."""
+    """A machine of the deployment: ``address`` (an IPv4 address or DNS name: how the others reach it) and
+    ``enter`` (the command prefix that runs a program there, e.g. ``ip netns exec NAME``; empty: this one)."""
 
     address: str
     enter: tuple[str, ...] = ()
@@ -167,8 +167,11 @@ def flwr_cli(link: SuperLinkAddress, home: Path, args: Sequence[str], enter: Seq
              timeout: float = 60.0) -> subprocess.CompletedProcess:
     """``flwr ARGS`` against ``link`` (its connection is written to ``home/config.toml`` as ``secagg``)."""
     write_cli_config(home, link)
-    return subprocess.run([*enter, _tool("flwr"), *args], env=_env(home), capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        return subprocess.run([*enter, _tool("flwr"), *args], env=_env(home), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeFailure(f"flwr {' '.join(args)} did not end within {timeout:.0f} s") from None
 
 
 def register_node(link: SuperLinkAddress, home: Path, key: NodeKey, enter: Sequence[str] = ()) -> int:
