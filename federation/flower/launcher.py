@@ -86,14 +86,20 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float) -> None:
-    """``flwr run`` the app with ``job`` on ``link`` and wait for the run to end; ``home`` is FLWR_HOME."""
+def write_cli_config(home: Path, link: SuperLinkAddress) -> None:
+    """The ``flwr`` command's ``FLWR_HOME/config.toml``: ``link`` as the connection named ``secagg``."""
     home.mkdir(parents=True, exist_ok=True)
     lines = ["[superlink]", 'default = "secagg"', "", "[superlink.secagg]", f"address = {_toml_string(link.address)}",
              f"insecure = {'true' if link.insecure else 'false'}"]
     if link.root_certificates is not None:
         lines.append(f"root-certificates = {_toml_string(str(link.root_certificates.resolve()))}")
     (home / "config.toml").write_text("\n".join(lines) + "\n")
+
+
+def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, enter: Sequence[str] = ()) -> None:
+    """``flwr run`` the app with ``job`` on ``link`` and wait for the run to end; ``home`` is FLWR_HOME;
+    ``enter`` prefixes the command (e.g. ``ip netns exec NAME``: submit from another host)."""
+    write_cli_config(home, link)
     run_config = home / "run-config.toml"
     run_config.write_text("".join(f"{key} = {_toml_string(v) if isinstance(v, str) else v}\n"
                                   for key, v in job.run_config().items()))
@@ -102,7 +108,7 @@ def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float) -
     shutil.copytree(APP_DIR, app)  # flwr builds the bundle in place: never inside the installed package
     for name in ("done.json", "failed.txt"):
         (job.out / name).unlink(missing_ok=True)
-    command = [_tool("flwr"), "run", str(app), "secagg", "--run-config", str(run_config), "--stream"]
+    command = [*enter, _tool("flwr"), "run", str(app), "secagg", "--run-config", str(run_config), "--stream"]
     with (home / "flwr-run.log").open("w") as log:
         process = subprocess.Popen(command, env=_env(home), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, preexec_fn=_die_with_parent())
