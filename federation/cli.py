@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "noise multipliers (DP-SGD and central DP; --rounds, --seed), e.g. 0.5,1,2,4")
     bench.add_argument("--audit", default=None, metavar="CLIENTSxROUNDS",
                        help="instead of the protection modes, time auditing a synthetic ledger, e.g. 1000x1000")
+    bench.add_argument("--flower", nargs="?", const="3x2", default=None, metavar="CLIENTSxROUNDS",
+                       help="instead of the protection modes, time rounds on a local Flower deployment: the minimal "
+                            "Flower FedAvg app against ours (none, mask, ckks), e.g. 3x2 (the default)")
     bench.add_argument("--quiet", action="store_true")
     add_audit_parser(commands)
     return parser
@@ -253,6 +256,10 @@ def bench_command(args: argparse.Namespace) -> int:
         if not args.quiet:
             print((args.out / "bench.md").read_text())
         return 0
+    if args.flower is not None:
+        from federation.bench.flower import bench_flower
+
+        return bench_flower(args.flower, args.out, command, seed=args.seed, quiet=args.quiet)
     if args.audit is not None:
         from federation.bench.audit_bench import parse_size, run_audit_bench
 
