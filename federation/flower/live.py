@@ -43,7 +43,7 @@ class LiveNode:
 
     def __init__(self) -> None:
         self.enabled = False
-        self._runs: OrderedDict[tuple[int, int], RunCache] = OrderedDict()
+        self._runs: OrderedDict[int, dict[int, RunCache]] = OrderedDict()  # run id -> node id -> cache
 
     def enable(self) -> None:
         self.enabled = True
@@ -52,14 +52,13 @@ class LiveNode:
         """This run's cache on this node (created at its first message); None in a process per message."""
         if not self.enabled:
             return None
-        key = (int(context.run_id), int(context.node_id))
-        cache = self._runs.get(key)
-        if cache is None:
-            cache = self._runs[key] = RunCache()
+        run = int(context.run_id)
+        if run not in self._runs:
+            self._runs[run] = {}
             while len(self._runs) > _KEPT_RUNS:  # an older run's objects (its secrets included) are let go
                 self._runs.popitem(last=False)
-        self._runs.move_to_end(key)
-        return cache
+        self._runs.move_to_end(run)
+        return self._runs[run].setdefault(int(context.node_id), RunCache())
 
     def clear(self) -> None:
         self._runs.clear()
