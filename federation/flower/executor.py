@@ -33,7 +33,8 @@ from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
 from flwr.supercore.app_utils import start_parent_process_monitor
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+from flwr.supercore.interceptors import (RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor,
+                                        SuperExecAuthHttpInterceptor)
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime import run_clientapp
@@ -43,18 +44,21 @@ from federation.flower.live import LIVE
 from federation.flower.polling import Backoff, shorten_object_retries
 
 OUR_CLIENTAPP = "federation.flower.client_app:app"
+ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
 log = logging.getLogger(__name__)
 
 
 class Executor:
     """Claims and runs the ClientApp tasks of the SuperNode whose Runtime API is at ``address``."""
 
-    def __init__(self, address: str, insecure: bool = True, root_certificates: bytes | None = None) -> None:
+    def __init__(self, address: str, insecure: bool = True, root_certificates: bytes | None = None,
+                 auth_secret: bytes | None = None) -> None:
         from federation.flower.client_app import app  # torch and the app imported once, before any message
 
+        _prewarm()
         shorten_object_retries(run_clientapp, "pull_and_inflate_object_from_tree")
-
         self.address, self.insecure, self.root_certificates = address, insecure, root_certificates
+        self.auth_secret = auth_secret
         self.app = app
         self.ours: dict[str, bool] = {}  # FAB hash -> whether its ClientApp is ours
         self.client = self._client()
@@ -64,6 +68,9 @@ class Executor:
         interceptors = [RuntimeVersionHttpInterceptor(component_name="flwr-clientapp" if token else "SuperExec")]
         if token is not None:
             interceptors.append(RuntimeTokenHttpInterceptor(token))
+        elif self.auth_secret:  # claiming tasks is what the SuperNode's SuperExec secret guards
+            interceptors.append(SuperExecAuthHttpInterceptor(master_secret=self.auth_secret,
+                                                             protected_methods=frozenset({ACQUIRE_TASK})))
         return RuntimeHttpClient.from_server_address(server_address=self.address, insecure=self.insecure,
                                                      root_certificates=self.root_certificates,
                                                      interceptors=interceptors,
@@ -132,6 +139,16 @@ class Executor:
         return self.ours[fab_hash]
 
 
+def _prewarm() -> None:
+    """Import what the built-in job's first message needs (scikit-learn's datasets, a few seconds) now, while
+    the node waits for its first run, not while the server waits for its greeting."""
+    try:
+        import sklearn.datasets  # noqa: F401
+        import sklearn.model_selection  # noqa: F401
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A long-lived ClientApp process for one SuperNode "
                                                  "(started with --isolation process)")
@@ -139,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--insecure", action="store_true", help="the Runtime API has no TLS (loopback only)")
     parser.add_argument("--root-certificates", type=Path, help="CA certificate of the Runtime API's TLS")
     parser.add_argument("--parent-pid", type=int, help="exit when this process (the SuperNode) is gone")
+    parser.add_argument("--superexec-auth-secret-file", type=Path,
+                        help="the secret the SuperNode was given to authenticate who claims its tasks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(created).3f %(levelname)s executor: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per Runtime API call
@@ -147,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
         start_parent_process_monitor(args.parent_pid)
     certificates = None if args.insecure else args.root_certificates.read_bytes() if args.root_certificates else None
     try:
-        Executor(args.runtime_api_address, insecure=args.insecure, root_certificates=certificates).serve_forever()
+        secret = args.superexec_auth_secret_file.read_bytes() if args.superexec_auth_secret_file else None
+        Executor(args.runtime_api_address, insecure=args.insecure, root_certificates=certificates,
+                 auth_secret=secret).serve_forever()
     except KeyboardInterrupt:  # the parent monitor's SIGINT
         os._exit(0)
 

@@ -195,8 +195,14 @@ class LocalFlower:
     def _supernode_command(self) -> list[str]:
         if self.kind is NodeKind.FLOWER:
             return [_tool("flower-supernode")]
-        isolation = "process" if self.kind is NodeKind.LONG_LIVED else "subprocess"
-        return [sys.executable, "-m", "federation.flower.supernode", "--isolation", isolation]
+        if self.kind is NodeKind.PER_MESSAGE:
+            return [sys.executable, "-m", "federation.flower.supernode", "--isolation", "subprocess"]
+        secret = self.workdir / "superexec.secret"  # only our executors may claim the nodes' tasks
+        if not secret.exists():
+            secret.touch(mode=0o600)
+            secret.write_bytes(os.urandom(32))
+        return [sys.executable, "-m", "federation.flower.supernode", "--isolation", "process",
+                "--superexec-auth-secret-file", str(secret)]
 
     def run(self, job: FlowerJob, timeout: float = 1800.0) -> None:
         submit(job, self.link, self.workdir / "flwr-home", timeout)

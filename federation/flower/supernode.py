@@ -15,7 +15,9 @@ Takes ``flower-supernode``'s own options and adds two things:
   ``--poll-interval 3`` restores Flower's own timing.
 
 Every other option goes to ``flower-supernode`` unchanged (``--superlink``, ``--node-config``, TLS, node
-authentication, ``--host``/``--port`` of the Runtime API the executor connects to).
+authentication); the executor is given the Runtime API's address (``--host``/``--port``), its CA
+(``--ssl-ca-certfile`` when ``--ssl-certfile`` is set) and ``--superexec-auth-secret-file``, the secret that
+keeps other local processes from claiming the node's tasks (use it on a machine shared with others).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def _options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--port", type=int, default=9094)
     parser.add_argument("--ssl-certfile")
     parser.add_argument("--ssl-ca-certfile")
+    parser.add_argument("--superexec-auth-secret-file")
     ours, rest = parser.parse_known_args(argv)
     if not ours.poll_interval > 0:
         parser.error("--poll-interval must be positive seconds")
@@ -57,6 +60,8 @@ def start_executor(options: argparse.Namespace) -> subprocess.Popen:
         command.append("--insecure")
     elif options.ssl_ca_certfile is not None:
         command += ["--root-certificates", options.ssl_ca_certfile]
+    if options.superexec_auth_secret_file is not None:
+        command += ["--superexec-auth-secret-file", options.superexec_auth_secret_file]
     return subprocess.Popen(command, preexec_fn=_die_with_parent())
 
 
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
     patch_supernode_loop(loop, options.poll_interval)
     forwarded = ["--isolation", options.isolation, "--host", options.host, "--port", str(options.port)]
-    for name in ("ssl_certfile", "ssl_ca_certfile"):
+    for name in ("ssl_certfile", "ssl_ca_certfile", "superexec_auth_secret_file"):
         if getattr(options, name) is not None:
             forwarded += [f"--{name.replace('_', '-')}", getattr(options, name)]
     if options.isolation == "process":
