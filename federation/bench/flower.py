@@ -92,6 +92,7 @@ def run_flower_bench(out: Path, clients: int = 3, rounds: int = 2, seed: int = 0
                      modes: tuple[SecureMode, ...] = (SecureMode.NONE, SecureMode.MASK, SecureMode.CKKS),
                      short_polls_baseline: bool = True) -> list[FlowerBenchRow]:
     """Every run in turn, each on its own deployment under ``out``."""
+    out = out.resolve()  # the ServerApps write there from a working directory of their own
     rows = [run_minimal(out / MINIMAL, clients, rounds, NodeKind.FLOWER)]
     if short_polls_baseline:
         rows.append(run_minimal(out / MINIMAL_SHORT_POLLS, clients, rounds, NodeKind.PER_MESSAGE))

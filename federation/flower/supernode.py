@@ -3,8 +3,9 @@
 Takes ``flower-supernode``'s own options and adds two things:
 
 * ``--isolation process`` (the default here): the SuperNode leaves its ClientApp tasks to an outside process,
-  and this command starts one, :mod:`federation.flower.executor`, as its child. It serves every message of
-  our app in the same process, so the node's data, model and sessions stay live across messages and rounds.
+  and this command starts one, :mod:`federation.flower.executor`, as its child (again if it ends). It serves
+  every message of our app in the same process, so the node's data, model and sessions stay live across
+  messages and rounds.
   ``--isolation subprocess`` keeps Flower's process per message (our app then suspends its sessions into the
   node's context between stages).
 * ``--poll-interval S`` (default 0.05): Flower 1.42's SuperNode waits a fixed 3 s after each empty pull
@@ -29,6 +30,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 from federation.flower.polling import patch_supernode_loop
@@ -49,6 +52,23 @@ def _options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if not ours.poll_interval > 0:
         parser.error("--poll-interval must be positive seconds")
     return ours, rest
+
+
+def keep_executor(options: argparse.Namespace) -> threading.Thread:
+    """Start the executor, and start it again whenever it fails (a crash loses only what it kept in memory:
+    the next message rebuilds the client; the node's context keeps its keys and enrolment)."""
+
+    def watch() -> None:
+        while True:
+            code = start_executor(options).wait()
+            if code == 0:  # asked to stop (SIGTERM, or this process going away)
+                return
+            print(f"the ClientApp executor ended with status {code}; starting it again", file=sys.stderr)
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=watch, name="executor-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def start_executor(options: argparse.Namespace) -> subprocess.Popen:
@@ -84,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(options, name) is not None:
             forwarded += [f"--{name.replace('_', '-')}", getattr(options, name)]
     if options.isolation == "process":
-        start_executor(options)
+        keep_executor(options)
     else:  # Flower's own executor, which starts a ClientApp per message: it looks for tasks as often
         os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(max(options.poll_interval, 0.01)))
     sys.argv = ["flower-supernode", *rest, *forwarded]
