@@ -14,13 +14,15 @@ A round's time is the wall time from the start of one round to the start of the 
 server's aggregation and test-set evaluation): for ours from ``progress.jsonl`` (when each round's first
 message went out), for the minimal app from when its ServerApp finished evaluating the previous round. The
 first round is left out (warm-up) and the last has no next start, so ``rounds`` measured rounds take
-``rounds + 2`` rounds. A round's message exchanges are counted from ``progress.jsonl`` (one per stage); the
-minimal app has one (train; no client-side evaluation).
+``rounds + 2`` rounds. A round's message exchanges are counted from ``progress.jsonl`` (one per stage), plus
+with CKKS the key holder's decryption (from its log); the minimal app has one (train; no client-side
+evaluation).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,11 +83,19 @@ def run_ours(out: Path, mode: SecureMode, clients: int, rounds: int, seed: int) 
         flower.run(job, timeout=3600)
     marks = [json.loads(line) for line in (job.out / "progress.jsonl").read_text().splitlines()]
     starts = [m["time"] for m in marks if m["stage"] == 0]
-    stages = [m for m in marks if m["stage"] != "end" and 1 < m["round"] <= rounds + 1]
+    measured = range(2, rounds + 2)
+    stages = [m for m in marks if m["stage"] != "end" and m["round"] in measured]
+    decryptions = _decryptions(out / f"supernode-{clients}.log", measured) if mode is SecureMode.CKKS else 0
     results = json.loads((job.out / "results.json").read_text())["rounds"]
     times = _steady(starts)
-    return FlowerBenchRow(mode.value, NodeKind.LONG_LIVED.value, statistics.mean(times), len(stages) / rounds,
-                          results[-1].get("accuracy"), times)
+    return FlowerBenchRow(mode.value, NodeKind.LONG_LIVED.value, statistics.mean(times),
+                          (len(stages) + decryptions) / rounds, results[-1].get("accuracy"), times)
+
+
+def _decryptions(log: Path, rounds: range) -> int:
+    """The key holder's decryption messages in ``rounds``, from its executor's log (one line per answer)."""
+    found = re.findall(r"query\.decrypt of run \d+ \(group (\d+)\) answered", log.read_text())
+    return sum(1 for r in found if int(r) in rounds)
 
 
 def run_flower_bench(out: Path, clients: int = 3, rounds: int = 2, seed: int = 0,
