@@ -23,12 +23,12 @@ from flwr.clientapp import ClientApp
 
 from dp.errors import DPError
 from federation import protection
+from federation.client import FederatedClient
 from federation.config import CKKS
 from federation.errors import ConfigError, FederationError
 from federation.flower.codec import decode_context, field, payload
 from federation.flower.enrolment import (Enrolment, check_key_holder_identity, pin, pinned_directory,
                                          pinned_public_key, pinned_weight_bound)
-from federation.client import FederatedClient
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
 from federation.flower.live import LIVE
 from federation.flower.node import NodeState
@@ -165,7 +165,7 @@ def train(message: Message, context: Context) -> Message:
     upload = session.start()
     cache = LIVE.run(context)
     if cache is not None:  # a protected session has more stages: kept live, or suspended on the node
-        cache.session, cache.session_ctx = (session, ctx_bytes) if secure is not None else (None, None)
+        cache.session = session if secure is not None else None
     elif secure is not None:
         node.put("ctx", ctx_bytes)
         node.put("session", session.suspend())

@@ -26,16 +26,15 @@ _KEPT_RUNS = 2
 
 @dataclass
 class RunCache:
-    """One run's live objects on this node: ``client`` (a FederatedClient), the open ``session`` with the
-    encoded round context it was opened for, and the CKKS ``key_holder``."""
+    """One run's live objects on this node: ``client`` (a FederatedClient), the open aggregation ``session``
+    (it holds its own round context) and the CKKS ``key_holder``."""
 
     client: Any = None
     session: Any = None
-    session_ctx: bytes | None = None
     key_holder: Any = None
 
     def close_session(self) -> None:
-        self.session, self.session_ctx = None, None
+        self.session = None
 
 
 class LiveNode:
