@@ -111,16 +111,21 @@ def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float) -
         raise RuntimeFailure(f"the Flower run ended without results (log: {home / 'flwr-run.log'})")
 
 
-def flwr_run(app_dir: Path, run_config: dict[str, str | float | int], link: SuperLinkAddress, home: Path,
-             timeout: float) -> None:
-    """``flwr run`` the Flower App in ``app_dir`` with ``run_config`` on ``link``, streaming its log to
-    ``home/flwr-run.log``, and wait (at most ``timeout`` s) for the run to end."""
+def write_cli_config(home: Path, link: SuperLinkAddress) -> None:
+    """The ``flwr`` command's ``FLWR_HOME/config.toml``: ``link`` as the connection named ``secagg``."""
     home.mkdir(parents=True, exist_ok=True)
     lines = ["[superlink]", 'default = "secagg"', "", "[superlink.secagg]", f"address = {_toml_string(link.address)}",
              f"insecure = {'true' if link.insecure else 'false'}"]
     if link.root_certificates is not None:
         lines.append(f"root-certificates = {_toml_string(str(link.root_certificates.resolve()))}")
     (home / "config.toml").write_text("\n".join(lines) + "\n")
+
+
+def flwr_run(app_dir: Path, run_config: dict[str, str | float | int], link: SuperLinkAddress, home: Path,
+             timeout: float) -> None:
+    """``flwr run`` the Flower App in ``app_dir`` with ``run_config`` on ``link``, streaming its log to
+    ``home/flwr-run.log``, and wait (at most ``timeout`` s) for the run to end."""
+    write_cli_config(home, link)
     config_file = home / "run-config.toml"
     config_file.write_text("".join(f"{key} = {_toml_string(v) if isinstance(v, str) else v}\n"
                                    for key, v in run_config.items()))
