@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", default=None, metavar="N,N,...", type=_list(int),
                        help="instead of the protection modes, time the default job (and a 1.2M-parameter MLP) "
                             "with each torch thread count, interleaved over 3 sittings; --rounds rounds each")
+    bench.add_argument("--flower", nargs="?", const="3x2", default=None, metavar="CLIENTSxROUNDS",
+                       help="instead of the protection modes, time rounds on a local Flower deployment: the minimal "
+                            "Flower FedAvg app against ours (none, mask, ckks), e.g. 3x2 (the default)")
     bench.add_argument("--quiet", action="store_true")
     add_audit_parser(commands)
     return parser
@@ -259,6 +262,10 @@ def bench_command(args: argparse.Namespace) -> int:
         report.write(args.out, [], command, **sweep)
         _show(args)
         return 0
+    if args.flower is not None:
+        from federation.bench.flower import bench_flower
+
+        return bench_flower(args.flower, args.out, command, seed=args.seed, quiet=args.quiet)
     if args.memory:
         from federation.bench.memory import MemoryCase, run_memory_case
 

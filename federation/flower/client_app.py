@@ -6,6 +6,10 @@ or ``role="key-holder"``. A client's model, data and training come from the run'
 :mod:`federation.flower.userapp`), or the built-in job without one. A refusal (bad message, failed check) is answered with an ``error`` field, so
 the server excludes this client from the round and goes on. The enrolment is pinned at first use
 (:mod:`federation.flower.enrolment`); the key holder keeps one key pair for the run and signs its public key.
+
+In a long-lived process (:mod:`federation.flower.executor`) the client, the open session and the key holder
+stay live between messages (:mod:`federation.flower.live`); in a process per message (Flower's default) the
+client is rebuilt at each message and a session is suspended into ``context.state`` between stages.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from flwr.clientapp import ClientApp
 
 from dp.errors import DPError
 from federation import protection
+from federation.client import FederatedClient
 from federation.config import CKKS
 from federation.errors import ConfigError, FederationError
 from federation.flower.codec import decode_context, field, payload
 from federation.flower.enrolment import (Enrolment, check_key_holder_identity, pin, pinned_directory,
                                          pinned_public_key, pinned_weight_bound)
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
+from federation.flower.live import LIVE
 from federation.flower.node import NodeState
 from federation.flower.userapp import node_client
 from federation.messages import decode_broadcast
@@ -46,6 +52,9 @@ def refusals_answered(handler: Handler) -> Handler:
             return handler(message, context)
         except (SecAggError, FederationError, DPError) as err:
             NodeState(context).drop("session")
+            cache = LIVE.run(context)
+            if cache is not None:
+                cache.close_session()
             return Message(payload(error=f"{type(err).__name__}: {err}"), reply_to=message)
 
     return wrapped
@@ -62,6 +71,16 @@ def _is_key_holder(context: Context) -> bool:
     return str(context.node_config.get("role", "client")) == KEY_HOLDER_ROLE
 
 
+def _client(job: FlowerJob, index: int, context: Context) -> FederatedClient:
+    """This node's client: built once per run in a long-lived process, at every message otherwise."""
+    cache = LIVE.run(context)
+    if cache is None:
+        return node_client(job, index)
+    if cache.client is None:
+        cache.client = node_client(job, index)
+    return cache.client
+
+
 @app.query("hello")
 @refusals_answered
 def hello(message: Message, context: Context) -> Message:
@@ -73,22 +92,27 @@ def hello(message: Message, context: Context) -> Message:
         secure = config.protection()
         if not isinstance(secure, CKKS):
             raise ConfigError("a key-holder node is only needed with --secure ckks")
-        holder = _key_holder(node, secure, config.min_clients, {}, config.per_round())
+        holder = _key_holder(node, secure, config.min_clients, {}, config.per_round(), context)
         identity = node.identity()
         return Message(payload(role=KEY_HOLDER_ROLE, public_key=holder.public_key, identity=identity.public_bytes(),
                                public_key_signature=identity.sign(public_key_payload(holder.public_key))),
                        reply_to=message)
     index = _client_index(context)
-    client = node_client(job, index)
+    client = _client(job, index, context)
     return Message(payload(role="client", client=index, examples=client.num_examples,
                            identity=node.identity().public_bytes()), reply_to=message)
 
 
 def _key_holder(node: NodeState, secure: CKKS, min_clients: int, directory: dict[int, bytes],
-                clients: int) -> KeyHolder:
+                clients: int, context: Context) -> KeyHolder:
     """The key holder's one key pair, made at its first greeting and kept in the node's state. The keys
     depend on the ring only, not on the weight bound (which arrives with the enrolment, after the greeting)
-    nor on ``clients`` per round (which size the scale and the compression of uploads)."""
+    nor on ``clients`` per round (which size the scale and the compression of uploads). A long-lived process
+    keeps the holder it resumed with the pinned directory (``directory`` not empty)."""
+    cache = LIVE.run(context)
+    if cache is not None and cache.key_holder is not None and directory:
+        if cache.key_holder.directory == directory:
+            return cache.key_holder
     bound = pinned_weight_bound(node) if node.get("weight_bound") is not None else 1.0
     params, state = protection.ckks_params(secure, bound, clients), node.get("key_holder")
     policy = protection.min_contributions(min_clients)
@@ -96,7 +120,10 @@ def _key_holder(node: NodeState, secure: CKKS, min_clients: int, directory: dict
         holder = KeyHolder(params, directory, min_clients=policy)
         node.put("key_holder", holder.suspend())
         return holder
-    return KeyHolder.resume(state, params, directory, min_clients=policy)  # never a new key once greeted
+    holder = KeyHolder.resume(state, params, directory, min_clients=policy)  # never a new key once greeted
+    if cache is not None and directory:
+        cache.key_holder = holder
+    return holder
 
 
 @app.query("enrol")
@@ -130,7 +157,7 @@ def train(message: Message, context: Context) -> Message:
     if index not in ctx.clients:
         raise ProtocolError(f"client {index} is not a participant of round {ctx.round}")
     bound = pinned_weight_bound(node)
-    client = node_client(job, index)
+    client = _client(job, index, context)
     local = client.fit(decode_broadcast(ctx, field(message, "broadcast", bytes)), field(message, "seed", int))
     started = time.perf_counter()
     public_key = pinned_public_key(node) if isinstance(secure, CKKS) else None
@@ -138,7 +165,10 @@ def train(message: Message, context: Context) -> Message:
                                         node.identity(), pinned_directory(node), public_key,
                                         clients=job.config.per_round())
     upload = session.start()
-    if secure is not None:  # a protected session has more stages: kept on the node between messages
+    cache = LIVE.run(context)
+    if cache is not None:  # a protected session has more stages: kept live, or suspended on the node
+        cache.session = session if secure is not None else None
+    elif secure is not None:
         node.put("ctx", ctx_bytes)
         node.put("session", session.suspend())
     return Message(payload(upload=upload, examples=local.num_examples, loss=local.train_loss or 0.0,
@@ -149,10 +179,17 @@ def train(message: Message, context: Context) -> Message:
 @app.query("stage")
 @refusals_answered
 def stage(message: Message, context: Context) -> Message:
-    """Answer the next stage of a multi-stage (masking, CKKS) session from the node's suspended state."""
+    """Answer the next stage of a multi-stage (masking, CKKS) session: the live one, or the node's suspended
+    state."""
     started = time.perf_counter()
     secure = FlowerJob.from_context(context).config.protection()
-    node = NodeState(context)
+    node, cache = NodeState(context), LIVE.run(context)
+    if cache is not None:
+        session = cache.session
+        if session is None or secure is None:
+            raise ProtocolError("no aggregation session in progress on this node")
+        upload = session.handle(field(message, "message", bytes))
+        return Message(payload(upload=upload, protocol_seconds=time.perf_counter() - started), reply_to=message)
     state, ctx_bytes = node.get("session"), node.get("ctx")
     if state is None or ctx_bytes is None or secure is None:
         raise ProtocolError("no aggregation session in progress on this node")
@@ -173,7 +210,7 @@ def decrypt(message: Message, context: Context) -> Message:
     node, secure = NodeState(context), config.protection()
     if node.get("key_holder") is None or not isinstance(secure, CKKS):
         raise ProtocolError("the key holder has no key: it was never greeted")
-    holder = _key_holder(node, secure, config.min_clients, pinned_directory(node), config.per_round())
+    holder = _key_holder(node, secure, config.min_clients, pinned_directory(node), config.per_round(), context)
     request = decode_request(field(message, "request", bytes))
     try:
         release = holder.decrypt(request)

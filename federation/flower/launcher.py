@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from types import FrameType
 from typing import Callable, Sequence
@@ -39,6 +40,9 @@ APP_DIR = Path(__file__).parent / "app"
 LOOPBACK = "127.0.0.1"
 MARKER = "SECAGG_FLOWER_LOCAL"  # in the environment of every process of one LocalFlower: "<workdir>:<random id>"
 PR_SET_PDEATHSIG = 1
+# Every node of a local deployment shares this machine's cores: one compute thread each (torch's default is one
+# per core, so three clients training at once would oversubscribe them).
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # The reaper (python -c REAPER marker): waits for end of file on stdin, then SIGKILLs every process whose
 # environment holds the marker until none is left (three empty sweeps in a row; at most 10 s).
 REAPER = f"""
@@ -59,6 +63,16 @@ while empty < 3 and time.monotonic() < deadline:
             pass
     time.sleep(0.1)
 """
+
+
+class NodeKind(Enum):
+    """The SuperNodes of a local deployment. ``long-lived``: :mod:`federation.flower.supernode` with one
+    ClientApp process serving every message, short polls; ``per-message``: the same with Flower's process per
+    message; ``flower``: Flower's own ``flower-supernode`` (process per message, Flower's polling intervals)."""
+
+    LONG_LIVED = "long-lived"
+    PER_MESSAGE = "per-message"
+    FLOWER = "flower"
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,18 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, enter: Sequence[str] = ()) -> None:
+    """``flwr run`` the app with ``job`` on ``link`` and wait for the run to end; ``home`` is FLWR_HOME;
+    ``enter`` prefixes the command (e.g. ``ip netns exec NAME``: submit from another host)."""
+    for name in ("done.json", "failed.txt"):
+        (job.out / name).unlink(missing_ok=True)
+    flwr_run(APP_DIR, job.run_config(), link, home, timeout, enter)
+    if (job.out / "failed.txt").exists():
+        raise RuntimeFailure(f"the ServerApp failed: {(job.out / 'failed.txt').read_text().strip()}")
+    if not (job.out / "done.json").exists():
+        raise RuntimeFailure(f"the Flower run ended without results (log: {home / 'flwr-run.log'})")
+
+
 def write_cli_config(home: Path, link: SuperLinkAddress) -> None:
     """The ``flwr`` command's ``FLWR_HOME/config.toml``: ``link`` as the connection named ``secagg``."""
     home.mkdir(parents=True, exist_ok=True)
@@ -96,19 +122,19 @@ def write_cli_config(home: Path, link: SuperLinkAddress) -> None:
     (home / "config.toml").write_text("\n".join(lines) + "\n")
 
 
-def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, enter: Sequence[str] = ()) -> None:
-    """``flwr run`` the app with ``job`` on ``link`` and wait for the run to end; ``home`` is FLWR_HOME;
-    ``enter`` prefixes the command (e.g. ``ip netns exec NAME``: submit from another host)."""
+def flwr_run(app_dir: Path, run_config: dict[str, str | float | int], link: SuperLinkAddress, home: Path,
+             timeout: float, enter: Sequence[str] = ()) -> None:
+    """``flwr run`` the Flower App in ``app_dir`` with ``run_config`` on ``link``, streaming its log to
+    ``home/flwr-run.log``, and wait (at most ``timeout`` s) for the run to end; ``enter`` prefixes the command
+    (e.g. ``ip netns exec NAME``: submit from another host)."""
     write_cli_config(home, link)
-    run_config = home / "run-config.toml"
-    run_config.write_text("".join(f"{key} = {_toml_string(v) if isinstance(v, str) else v}\n"
-                                  for key, v in job.run_config().items()))
+    config_file = home / "run-config.toml"
+    config_file.write_text("".join(f"{key} = {_toml_string(v) if isinstance(v, str) else v}\n"
+                                   for key, v in run_config.items()))
     app = home / "app"
     shutil.rmtree(app, ignore_errors=True)
-    shutil.copytree(APP_DIR, app)  # flwr builds the bundle in place: never inside the installed package
-    for name in ("done.json", "failed.txt"):
-        (job.out / name).unlink(missing_ok=True)
-    command = [*enter, _tool("flwr"), "run", str(app), "secagg", "--run-config", str(run_config), "--stream"]
+    shutil.copytree(app_dir, app)  # flwr builds the bundle in place: never inside the installed package
+    command = [*enter, _tool("flwr"), "run", str(app), "secagg", "--run-config", str(config_file), "--stream"]
     with (home / "flwr-run.log").open("w") as log:
         process = subprocess.Popen(command, env=_env(home), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, preexec_fn=_die_with_parent())
@@ -120,17 +146,16 @@ def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, e
         if process.poll() is None:  # timed out or interrupted: flwr run does not outlive this call
             _signal_group(process, signal.SIGKILL)
             process.wait()
-    if (job.out / "failed.txt").exists():
-        raise RuntimeFailure(f"the ServerApp failed: {(job.out / 'failed.txt').read_text().strip()}")
-    if not (job.out / "done.json").exists():
-        raise RuntimeFailure(f"the Flower run ended without results (log: {home / 'flwr-run.log'})")
 
 
 class LocalFlower:
-    """A SuperLink and one SuperNode per ``--node-config`` entry, as processes on 127.0.0.1."""
+    """A SuperLink and one SuperNode per ``--node-config`` entry, as processes on 127.0.0.1.
 
-    def __init__(self, workdir: Path, nodes: Sequence[str]) -> None:
-        self.workdir, self.node_configs = Path(workdir), list(nodes)
+    The SuperNodes are of ``kind`` (:class:`NodeKind`): by default ours, each with one long-lived ClientApp
+    process (:mod:`federation.flower.executor`) in its process group."""
+
+    def __init__(self, workdir: Path, nodes: Sequence[str], *, kind: NodeKind = NodeKind.LONG_LIVED) -> None:
+        self.workdir, self.node_configs, self.kind = Path(workdir), list(nodes), kind
         self.port = 0
         self.superlink: subprocess.Popen | None = None
         self.supernodes: list[subprocess.Popen] = []
@@ -171,8 +196,20 @@ class LocalFlower:
         _wait_for_port(self.port, ready_timeout, self.superlink)
         for i, node_config in enumerate(self.node_configs):
             self.supernodes.append(self._spawn(f"supernode-{i}", [
-                _tool("flower-supernode"), "--insecure", "--superlink", f"{LOOPBACK}:{self.port}",
+                *self._supernode_command(), "--insecure", "--superlink", f"{LOOPBACK}:{self.port}",
                 "--host", LOOPBACK, "--port", str(free_port()), "--node-config", node_config]))
+
+    def _supernode_command(self) -> list[str]:
+        if self.kind is NodeKind.FLOWER:
+            return [_tool("flower-supernode")]
+        if self.kind is NodeKind.PER_MESSAGE:
+            return [sys.executable, "-m", "federation.flower.supernode", "--isolation", "subprocess"]
+        secret = self.workdir / "superexec.secret"  # only our executors may claim the nodes' tasks
+        if not secret.exists():
+            secret.touch(mode=0o600)
+            secret.write_bytes(os.urandom(32))
+        return [sys.executable, "-m", "federation.flower.supernode", "--isolation", "process",
+                "--superexec-auth-secret-file", str(secret)]
 
     def run(self, job: FlowerJob, timeout: float = 1800.0) -> None:
         submit(job, self.link, self.workdir / "flwr-home", timeout)
@@ -211,7 +248,7 @@ class LocalFlower:
             self.reaper = None
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
-        env = {**_env(self.workdir / "flwr-home"), MARKER: self.marker}
+        env = {**_env(self.workdir / "flwr-home"), MARKER: self.marker, **_ONE_THREAD}
         with (self.workdir / f"{name}.log").open("w") as log:
             return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     cwd=self.workdir, preexec_fn=_die_with_parent())

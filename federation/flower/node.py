@@ -1,7 +1,9 @@
 """What a SuperNode keeps between messages: its identity key, the enrolment it was sent, the suspended session.
 
-Flower starts a fresh ClientApp process for every message, so a protocol session that spans several stages
-lives in the node's ``context.state`` between them, as our own bytes. That state holds the node's secrets
+What must outlive a ClientApp process lives in the node's ``context.state``, as our own bytes. Under Flower's
+default (a fresh ClientApp process for every message) that includes a protocol session that spans several
+stages; a long-lived ClientApp process (:mod:`federation.flower.executor`) keeps the session, and the client,
+as live objects instead (:mod:`federation.flower.live`). That state holds the node's secrets
 (its signing key, a masking session's private keys and seeds, the key holder's secret key); it stays on
 the node: Flower keeps a ClientApp's context on its SuperNode and never sends it to the SuperLink.
 """

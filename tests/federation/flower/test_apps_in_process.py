@@ -28,16 +28,23 @@ class InProcessGrid:
     def __init__(self, job: FlowerJob, node_configs: list[dict]) -> None:
         self.contexts = {n + 10: Context(run_id=1, node_id=n + 10, node_config=c, state=RecordDict(),
                                          run_config=job.run_config()) for n, c in enumerate(node_configs)}
+        self.replies: dict[str, Message] = {}
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
 
-    def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
-        replies = []
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        """Answer each message at once (the reply waits for :meth:`pull_messages`); its id is returned."""
+        ids = []
         for message in messages:
+            message.metadata.__dict__["_message_id"] = f"m{len(self.replies)}"  # as Flower sets it when sent
             handler = getattr(client_app, message.metadata.message_type.split(".", 1)[1])
-            replies.append(handler(message, self.contexts[message.metadata.dst_node_id]))
-        return replies
+            self.replies[message.metadata.message_id] = handler(message, self.contexts[message.metadata.dst_node_id])
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: list[str]) -> list[Message]:
+        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
 
 
 @pytest.fixture(autouse=True)
@@ -61,10 +68,27 @@ def _run(job: FlowerJob) -> tuple[list[dict], np.ndarray, InProcessGrid]:
         return rounds, ckpt["params"], grid
 
 
+@pytest.fixture
+def long_lived(monkeypatch):
+    """The nodes' ClientApp as one long-lived process serves it (federation.flower.executor): the client and the
+    sessions stay live objects, nothing is suspended between stages."""
+    from federation.flower.live import LIVE
+
+    monkeypatch.setattr(LIVE, "enabled", True)
+    yield LIVE
+    LIVE.clear()
+
+
 @pytest.mark.parametrize("secure", [SecureMode.NONE, SecureMode.MASK, SecureMode.CKKS])
-def test_the_template_app_trains_under_every_protection_mode(tmp_path, secure):
+@pytest.mark.parametrize("process", ["per-message", "long-lived"])
+def test_the_template_app_trains_under_every_protection_mode(tmp_path, secure, process, request):
+    if process == "long-lived":
+        request.getfixturevalue("long_lived")
     config = ExperimentConfig(clients=3, rounds=2, local_epochs=1, hidden=8, lr=0.2, secure=secure, seed=1)
     rounds, params, grid = _run(FlowerJob(config, tmp_path / "out", app=TEMPLATE))
+    suspended = {c.state["secagg.node"].get("session") is not None for c in grid.contexts.values()
+                 if "partition-id" in c.node_config}
+    assert suspended == {secure is not SecureMode.NONE and process == "per-message"}
     assert [r["status"] for r in rounds] == ["ok", "ok"]
     assert all(r["survivors"] == 3 and not r["rejected"] for r in rounds)
     assert rounds[-1]["accuracy"] > 0.5  # four well-separated classes: far above chance after two rounds
@@ -119,20 +143,21 @@ class SilentKeyHolderGrid(InProcessGrid):
     def get_node_ids(self) -> list[int]:
         return [n for n in self.contexts if not (self.gone and self.fell_silent and n == self.key_holder)]
 
-    def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
+    def push_messages(self, messages: list[Message]) -> list[str]:
         def answered(m: Message) -> bool:
             quiet = m.metadata.message_type == "query.decrypt" and (
                 self.silent is None or int(m.metadata.group_id) in self.silent)
             self.fell_silent |= quiet
             return not quiet
 
-        return super().send_and_receive([m for m in messages if answered(m)], timeout)
+        ids = super().push_messages([m for m in messages if answered(m)])
+        return ids + [f"unanswered-{len(ids) + i}" for i in range(len(messages) - len(ids))]
 
 
 @pytest.mark.parametrize("gone, rounds_run", [(False, 2), (True, 1)])
 def test_a_dead_key_holder_stops_the_run_with_a_clear_error(tmp_path, gone, rounds_run):
     config = ExperimentConfig(clients=2, rounds=4, local_epochs=1, hidden=8, secure=SecureMode.CKKS, seed=1)
-    job = FlowerJob(config, tmp_path / "out", app=TEMPLATE)
+    job = FlowerJob(config, tmp_path / "out", app=TEMPLATE, stage_timeout=0.2)  # silence: waited out
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=job.run_config())
     with pytest.raises(RuntimeFailure, match="no round can be decrypted without it") as raised:
         server_app.main(SilentKeyHolderGrid(job, gone=gone), context)
@@ -145,7 +170,7 @@ def test_a_dead_key_holder_stops_the_run_with_a_clear_error(tmp_path, gone, roun
 
 def test_a_key_holder_silent_once_is_waited_for(tmp_path):
     config = ExperimentConfig(clients=2, rounds=3, local_epochs=1, hidden=8, secure=SecureMode.CKKS, seed=1)
-    job = FlowerJob(config, tmp_path / "out", app=TEMPLATE)
+    job = FlowerJob(config, tmp_path / "out", app=TEMPLATE, stage_timeout=0.2)  # silence: waited out
     server_app.run(SilentKeyHolderGrid(job, silent={2}), job)
     rounds = json.loads((job.out / "results.json").read_text())["rounds"]
     assert [r["status"] for r in rounds] == ["ok", "aborted", "ok"]

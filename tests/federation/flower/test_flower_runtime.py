@@ -56,7 +56,7 @@ def test_flower_run_equals_the_in_process_run(tmp_path, mode):
 
 def test_a_supernode_killed_mid_round_is_a_dropout_with_the_user_s_app(tmp_path):
     config = ExperimentConfig(rounds=1, clients=4, local_epochs=1, secure=SecureMode.MASK, hidden=8)
-    job = FlowerJob(config, tmp_path / "out", app="federation.flower.app_template", stage_timeout=40.0,
+    job = FlowerJob(config, tmp_path / "out", app="federation.flower.app_template", stage_timeout=20.0,
                     connect_timeout=120.0)
     errors: list[BaseException] = []
     with LocalFlower(tmp_path, client_nodes(4, key_holder=False)) as flower:

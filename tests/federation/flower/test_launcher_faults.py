@@ -40,12 +40,14 @@ def _processes_of(out: Path) -> dict[int, str]:
 
 
 def _start(out: Path) -> tuple[subprocess.Popen, dict[int, str]]:
-    """The running command and its processes, once a ClientApp runs."""
+    """The running command and its processes, once the first round is under way (the nodes' long-lived
+    ClientApp processes, federation.flower.executor, have their first train message)."""
     command = [sys.executable, "-m", "federation.cli", "run", "--runtime", "flower", "--clients", "2",
                "--rounds", "3", "--local-epochs", "1", "--stage-timeout", "120", "--quiet", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
-    while "flwr-clientapp" not in " ".join((started := _processes_of(out)).values()):
+    while not ((out / "progress.jsonl").exists()
+               and " ".join((started := _processes_of(out)).values()).count("federation.flower.executor") == 2):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"no ClientApp ever ran: {process.communicate()[1].decode()[-2000:]}")
@@ -74,7 +76,7 @@ def test_a_killed_run_leaves_no_flower_process_behind(tmp_path, sig):
     process, started = _start(out)
     try:
         commands = " ".join(started.values())
-        assert "flower-superlink" in commands and commands.count("flower-supernode") == 2
+        assert "flower-superlink" in commands and commands.count("federation.flower.supernode") == 2
         assert "flwr-serverapp" in commands  # Flower's own grandchild, in a session of its own
         process.send_signal(sig)
         process.wait(timeout=30)
