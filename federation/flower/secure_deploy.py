@@ -151,15 +151,16 @@ def superlink_command(tls: TlsFiles, host: str, port: int = SUPERLINK_PORT) -> l
 
 
 def supernode_command(superlink: str, ca_certificate: Path | None, key: NodeKey | None, node_config: str,
-                      max_wait: float | None = None) -> list[str]:
-    """``flower-supernode`` dialling ``superlink`` (host:port) over TLS trusting ``ca_certificate`` (None: in
+                      max_wait: float | None = None, executable: Sequence[str] = ()) -> list[str]:
+    """A SuperNode dialling ``superlink`` (host:port) over TLS trusting ``ca_certificate`` (None: in
     plain text, which a TLS SuperLink refuses), signing its requests with ``key`` (None: a key of its own,
     which a SuperLink with node authentication never registered); ``max_wait``: seconds it keeps retrying
-    to connect (None: for ever)."""
+    to connect (None: for ever); ``executable``: the SuperNode to start (default: Flower's
+    ``flower-supernode``; :class:`SecureFlower` starts ours, with a long-lived ClientApp process)."""
     transport = ["--insecure"] if ca_certificate is None else ["--root-certificates", str(ca_certificate)]
     auth = [] if key is None else ["--auth-supernode-private-key", str(key.private_key)]
     retry = [] if max_wait is None else ["--max-wait-time", str(max_wait)]
-    return [_tool("flower-supernode"), "--superlink", superlink, *transport, *auth, *retry,
+    return [*(executable or [_tool("flower-supernode")]), "--superlink", superlink, *transport, *auth, *retry,
             "--node-config", node_config]
 
 
@@ -222,7 +223,7 @@ class SecureFlower(LocalFlower):
         """Start ``site``'s SuperNode as a process of this deployment (``tls=False``: in plain text), retrying
         to connect for ``max_wait`` seconds (None: for ever); its log is ``workdir/name.log``."""
         command = supernode_command(self.link.address, self.tls.ca_certificate if tls else None, site.key,
-                                    site.node_config, max_wait)
+                                    site.node_config, max_wait, self._supernode_command())
         return self._spawn(name, [*site.host.enter, *command])
 
     def wait_until_listening(self, timeout: float) -> None:
