@@ -5,7 +5,7 @@ server's alone: the growth of its resident set (``VmHWM`` after the round, the p
 ``/proc/self/clear_refs`` at the start, minus ``VmRSS`` at the start) counts NumPy buffers and SEAL's C++
 ciphertexts alike, which tracemalloc would not. The clients run in this process and reach the server
 through a pipe, one message at a time. The server process pins glibc's mmap threshold
-(:func:`pin_mmap_threshold`), as a long-lived aggregator should. Their updates are drawn per client from the seed (uniform in
+(:mod:`federation.allocator`), as a long-lived aggregator should. Their updates are drawn per client from the seed (uniform in
 [-0.5, 0.5]) and summed on the fly for the error, so nothing here holds clients x parameters either;
 multi-stage CKKS client sessions wait on disk between stages (their ``suspend``/``resume``), as a real
 client would keep its own state.
@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from federation.allocator import pin_mmap_threshold
 from federation.bench.modes import BenchMode
 from federation.bench.runner import make_aggregator
 from federation.errors import ConfigError
@@ -48,23 +49,6 @@ def _status(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise ConfigError(f"/proc/self/status has no {field}: the memory bench needs Linux")
-
-
-def pin_mmap_threshold(threshold: int = 128 * 1024) -> bool:
-    """Keep glibc's malloc threshold for mmap at ``threshold`` bytes, so that every large buffer a server frees
-    goes back to the system. By default glibc raises the threshold after the first large free, and later
-    buffers of an upload's size come from the heap, which fragments: the server's resident set then grows with
-    the clients of a round although it holds O(model) (CKKS at 1e6 parameters: 97 MiB at 10 clients, 208 MiB at
-    100 without; 106 and 110 with). The same as ``MALLOC_MMAP_THRESHOLD_=131072`` in a long-lived aggregator's
-    environment. False where the C library has no ``mallopt``."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
 
 
 def _serve(conn: Connection, aggregator: Aggregator, ctx: RoundContext) -> None:

@@ -19,6 +19,7 @@ from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from federation import protection
+from federation.allocator import pin_mmap_threshold
 from federation.config import CKKS
 from federation.errors import ConfigError, RuntimeFailure
 from federation.experiment_config import ExperimentConfig
@@ -157,6 +158,7 @@ def main(grid: Grid, context: Context) -> None:
     from flwr.superlink.grid import http_grid
 
     shorten_object_retries(http_grid, "pull_objects")  # an answer's objects asked again within 10 ms, not 1 s
+    pin_mmap_threshold()  # a long-lived aggregator: large freed buffers go back to the system (federation.allocator)
     job = FlowerJob.from_context(context)
     try:
         run(grid, job)

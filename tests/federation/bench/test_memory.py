@@ -33,3 +33,14 @@ def test_thread_sweep_times_each_count_on_both_sides_of_the_threshold(monkeypatc
     rows = threads.run_thread_bench([1, 2], rounds=1, sittings=2)
     assert calls == [(64, 1), (64, 2), (64, 1), (64, 2), (16384, 1), (16384, 2), (16384, 1), (16384, 2)]
     assert [r["x_fastest"] for r in rows] == [1.0, 2.0, 1.0, 2.0]
+
+
+def test_the_mmap_threshold_is_pinned_where_glibc_allows_it():
+    import multiprocessing as mp
+
+    from federation.allocator import pin_mmap_threshold
+
+    process = mp.get_context("fork").Process(target=lambda: exit(0 if pin_mmap_threshold() else 3))
+    process.start()
+    process.join()
+    assert process.exitcode == 0  # glibc here: mallopt accepted the setting (in a child: this process is untouched)
