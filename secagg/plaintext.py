@@ -35,9 +35,7 @@ def check_weight(weight: float, max_weight: float | None = None) -> float:
     return weight
 
 
-def _largest(values: np.ndarray) -> float:
-    """max |v|, without a temporary array."""
-    return max(float(values.max()), -float(values.min()))
+_PIECE = 1 << 16  # the overflow check's working buffer, in float64 values
 
 
 class PlaintextClient:
@@ -63,6 +61,7 @@ class PlaintextServer:
         self._expected = set(ctx.clients)
         self._sum = np.zeros(ctx.dimension, dtype=np.float64)
         self._scratch = np.empty(ctx.dimension, dtype=np.float64)
+        self._piece = np.empty(min(_PIECE, ctx.dimension), dtype=np.float64)
         self._weight = 0.0
         self._clipped = 0
         self._contributors: list[int] = []
@@ -92,16 +91,28 @@ class PlaintextServer:
         np.copyto(update, received)
         clipped = 0
         if self._clip is not None:
-            clipped = int(np.count_nonzero(np.abs(received) > self._clip))
+            clipped = int(np.count_nonzero((update > self._clip) | (update < -self._clip)))
             np.clip(update, -self._clip, self._clip, out=update)
-        update *= weight
-        # |sum + w x| <= |sum| + |w x|: refuse before adding what could overflow, so a refusal changes nothing
-        if not (math.isfinite(_largest(self._sum) + _largest(update))
-                and math.isfinite(self._weight + weight)):
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            update *= weight
+        if not (self._fits(update) and math.isfinite(self._weight + weight)):
             raise UpdateRejected(f"update from client {sender} would overflow the sum")
         self._sum += update
         self._weight, self._clipped = self._weight + weight, self._clipped + clipped
         self._contributors.append(sender)
+
+    def _fits(self, update: np.ndarray) -> bool:
+        """Whether ``sum + update`` is finite everywhere, checked a piece at a time before anything is added
+        (a refusal changes nothing)."""
+        if not np.isfinite(update).all():
+            return False
+        for start in range(0, len(update), _PIECE):
+            piece = self._piece[: min(_PIECE, len(update) - start)]
+            with np.errstate(over="ignore"):
+                np.add(self._sum[start:start + len(piece)], update[start:start + len(piece)], out=piece)
+            if not np.isfinite(piece).all():
+                return False
+        return True
 
     def close_stage(self) -> dict[int, bytes]:
         self._finished = True

@@ -109,13 +109,13 @@ class CKKSServer:
             raise ProtocolError(f"client {sender} is not enrolled")
         verify_signature(public_key, signature, contribution_payload(*self._head(sender, digest)))
         ciphers = self.public.load_upload(blobs, self.ctx.dimension + 1)  # fully validated: a bad one is its fault
+        self._blobs.put(sender, blobs)  # before the sum: a refused write leaves nothing of this upload behind
         if self._total is None:
             self._total = ciphers
         else:
             for acc, c in zip(self._total, ciphers):
                 self.public.add_inplace(acc, c)
         self._uploads[sender] = _Upload(digest, signature)
-        self._blobs.put(sender, blobs)
 
     def _collect_sketch(self, sender: int, message: bytes) -> None:
         if sender not in self._record:

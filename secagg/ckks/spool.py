@@ -27,21 +27,23 @@ class UploadSpool:
     def put(self, client: int, blobs: tuple[bytes, ...]) -> None:
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="secagg-ckks-uploads-")
-        spans = []
+        spans, end = [], self._end
         try:
-            self._file.seek(self._end)
+            self._file.seek(end)
             for blob in blobs:
                 self._file.write(blob)
-                spans.append((self._end, len(blob)))
-                self._end += len(blob)
+                spans.append((end, len(blob)))
+                end += len(blob)
+            self._file.flush()  # get() reads the file itself, not the write buffer
         except OSError as err:
             size = sum(len(b) for b in blobs)
             raise ResourceExhausted(f"no room to keep client {client}'s {size:,}-byte upload until the round "
                                     f"ends ({err.strerror}; TMPDIR={tempfile.gettempdir()})") from None
-        self._index[client] = spans
+        self._index[client], self._end = spans, end
 
     def get(self, client: int) -> tuple[bytes, ...]:
-        assert self._file is not None
+        if self._file is None or client not in self._index:
+            raise KeyError(f"no upload of client {client} in the spool")
         out = []
         for offset, length in self._index[client]:
             out.append(os.pread(self._file.fileno(), length, offset))

@@ -88,6 +88,25 @@ def test_unclipped_mode_refuses_a_contribution_that_would_overflow_the_sum():
     assert result.contributors == (0, 2) and np.isfinite(result.mean).all()
 
 
+def test_unclipped_mode_accepts_large_values_whose_sum_is_finite():
+    """Only a sum that would really overflow is refused: opposite signs and disjoint coordinates are kept."""
+    c = ctx()
+    server = PlaintextAggregator(clip=None).server_session(c)
+    server.collect(0, encode_update(c, 0, np.array([15, 0, 15, 0], np.float32), 1e307))
+    server.collect(1, encode_update(c, 1, np.array([-15, 15, 0, 0], np.float32), 1e307))
+    server.close_stage()
+    assert server.result().contributors == (0, 1)
+
+
+def test_clipped_counts_exactly_the_coordinates_the_clip_changed():
+    """Counted on the float64 values that are clipped (float32 0.1 lies above float64 0.1: it is clipped)."""
+    c = ctx()
+    server = PlaintextAggregator(clip=0.1).server_session(c)
+    server.collect(0, encode_update(c, 0, np.array([0.1, -0.05, 0.05, -0.3], np.float32), 1.0))
+    server.close_stage()
+    assert server.result().details["clipped"] == 2
+
+
 def test_weight_above_the_public_bound_is_refused():
     c = ctx()
     agg = PlaintextAggregator(max_weight=10.0)

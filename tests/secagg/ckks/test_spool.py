@@ -31,3 +31,14 @@ def test_a_full_disk_is_a_typed_refusal_that_names_the_size(monkeypatch):
     with pytest.raises(ResourceExhausted, match="client 7's 1,000-byte upload.*No space left"):
         UploadSpool().put(7, (b"a" * 1000,))
     assert issubclass(ResourceExhausted, MemoryError)
+
+
+def test_a_short_upload_comes_back_whole_even_when_it_is_the_last_one_written():
+    """get() reads the file, not put()'s write buffer (found by review: small last uploads came back empty)."""
+    spool = UploadSpool()
+    spool.put(1, (b"a" * 100, b"b" * 50))
+    assert spool.get(1) == (b"a" * 100, b"b" * 50)
+    spool.put(3, (b"d" * 3000, b"e" * 20000, b"f" * 10))
+    assert spool.get(3) == (b"d" * 3000, b"e" * 20000, b"f" * 10)
+    with pytest.raises(KeyError):
+        spool.get(2)
