@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import platform
 from pathlib import Path
@@ -27,38 +28,34 @@ def machine() -> dict[str, Any]:
             "processor": platform.processor() or platform.machine()}
 
 
-def write(out: Path, rows: Sequence[dict[str, Any]], command: str,
-          end_to_end: Sequence[dict[str, Any]] | None = None, audit: dict[str, Any] | None = None,
-          privacy: Sequence[dict[str, Any]] | None = None, memory: Sequence[dict[str, Any]] | None = None,
-          threads: Sequence[dict[str, Any]] | None = None) -> None:
+# The sections a bench run may add after its rows: name -> (module, its markdown function, its plot function or
+# None), each imported only when the run has that section; in this order in bench.md.
+_SECTIONS = {
+    "audit": ("federation.bench.audit_bench", "audit_markdown", None),
+    "end_to_end": ("federation.bench.report", "end_to_end_markdown", None),
+    "privacy": ("federation.bench.privacy_sweep", "privacy_markdown", "plot_privacy"),
+    "threads": ("federation.bench.threads", "threads_markdown", None),
+    "memory": ("federation.bench.memory", "memory_markdown", "plot_memory"),
+}
+
+
+def write(out: Path, rows: Sequence[dict[str, Any]], command: str, **sections: Any) -> None:
+    """bench.json and bench.md of ``rows`` and any of the :data:`_SECTIONS` (``audit=``, ``memory=``, ...)."""
+    unknown = set(sections) - set(_SECTIONS)
+    if unknown:
+        raise TypeError(f"unknown bench sections {sorted(unknown)}")
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"command": command, "machine": machine(), "results": list(rows)}
     text = markdown(rows, command)
-    if audit is not None:
-        from federation.bench.audit_bench import audit_markdown
-
-        doc["audit"] = audit
-        text += "\n" + audit_markdown(audit)
-    if end_to_end is not None:
-        doc["end_to_end"] = list(end_to_end)
-        text += "\n" + end_to_end_markdown(end_to_end)
-    if privacy is not None:
-        from federation.bench.privacy_sweep import plot_privacy, privacy_markdown
-
-        doc["privacy"] = list(privacy)
-        text += "\n" + privacy_markdown(privacy)
-        plot_privacy(out, privacy)
-    if threads is not None:
-        from federation.bench.threads import threads_markdown
-
-        doc["threads"] = list(threads)
-        text += "\n" + threads_markdown(threads)
-    if memory is not None:
-        from federation.bench.memory import memory_markdown, plot_memory
-
-        doc["memory"] = list(memory)
-        text += "\n" + memory_markdown(memory)
-        plot_memory(out, memory)
+    for name, (module_name, markdown_name, plot_name) in _SECTIONS.items():
+        data = sections.get(name)
+        if data is None:
+            continue
+        module = importlib.import_module(module_name)
+        doc[name] = data if isinstance(data, dict) else list(data)
+        text += "\n" + getattr(module, markdown_name)(data)
+        if plot_name is not None:
+            getattr(module, plot_name)(out, data)
     atomic_write_bytes(out / "bench.json", json.dumps(doc, indent=2).encode())
     atomic_write_bytes(out / "bench.md", text.encode())
     if rows:

@@ -36,20 +36,15 @@ class PublicContext:
         if len(data) != 1 or data[0].value() != params.modulus:
             raise MessageError(f"{len(data)} data primes: ciphertexts must live mod q0 alone")
         self.modulus = params.modulus  # q0: coefficients of every accepted ciphertext are residues mod q0
-        self.layout = compact.Layout(params.modulus, params.poly_modulus_degree, params.c0_drop, params.c1_drop)
+        self.layout = params.layout
         self._parms_id = self.context.first_parms_id()
 
     def ciphertexts_for(self, reals: int) -> int:
         return math.ceil(reals / self.params.reals_per_ciphertext)
 
     def encrypt(self, values: np.ndarray) -> list[bytes]:
-        """The compact ciphertexts of ``values`` (float64)."""
-        return self.encrypt_upload(values)[0]
-
-    def encrypt_upload(self, values: np.ndarray) -> tuple[list[bytes], np.ndarray]:
-        """The compact ciphertexts of ``values`` (float64) and the coefficients (both polynomials of each, in
-        coefficient form) of the SEAL ciphertexts the aggregator will rebuild from them and add: exactly what a
-        client sketches (:mod:`secagg.ckks.sketch`)."""
+        """The compact ciphertexts of ``values`` (float64): what a client uploads. The aggregator rebuilds them
+        (:meth:`load_upload`), and the client sketches the same rebuild (:mod:`secagg.ckks.sketch`)."""
         n, q = self.params.poly_modulus_degree, self.modulus
         count = self.ciphertexts_for(len(values))
         polys = np.empty((count, 2, n), np.uint64)
@@ -62,8 +57,8 @@ class PublicContext:
         message[: len(values)] = np.rint(np.asarray(values, np.float64) * self.params.scale)
         c0 = polys[:, 0].reshape(-1) + np.where(message < 0, message + q, message).astype(np.uint64)
         c0 = np.where(c0 >= np.uint64(q), c0 - np.uint64(q), c0).reshape(count, n)
-        blobs, c0, c1 = compact.compress(self.layout, c0, polys[:, 1], len(values))
-        return blobs, np.stack([c0, c1], axis=1).reshape(-1)
+        blobs, _, _ = compact.compress(self.layout, c0, polys[:, 1], len(values))
+        return blobs
 
     def load_upload(self, blobs: Sequence[bytes], length: int) -> list[seal.Ciphertext]:
         """The ciphertexts of an untrusted upload of ``length`` reals: every compact blob checked strictly, then

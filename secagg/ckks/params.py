@@ -27,6 +27,7 @@ from functools import lru_cache
 
 import tenseal.sealapi as seal
 
+from secagg.ckks.compact import Layout
 from secagg.errors import ConfigurationError
 
 NOISE_TAIL = 15.0  # P(|N(0, 1)| > 15) < 2^-165
@@ -123,12 +124,9 @@ class CKKSParams:
         return self.clip / (2.0 ** (self.precision_bits - 1) - 1) / math.sqrt(6)
 
     @property
-    def c0_bits(self) -> int:
-        return self.modulus.bit_length() - self.c0_drop
-
-    @property
-    def c1_bits(self) -> int:
-        return self.modulus.bit_length() - self.c1_drop
+    def layout(self) -> Layout:
+        """How uploads are compacted: the modulus, the ring degree and the bits dropped from c0 and c1."""
+        return Layout(self.modulus, self.poly_modulus_degree, self.c0_drop, self.c1_drop)
 
     def check_clients(self, clients: int) -> None:
         if clients > self.max_clients:

@@ -68,7 +68,7 @@ class CKKSClient:
         self.ctx, self.id, self.identity = ctx, client_id, identity
         self._key_id, self._modulus, self._length = public.key_id, public.modulus, ctx.dimension + 1
         values = weighted_values(update, weight, public.params, ctx.dimension)
-        blobs, _ = public.encrypt_upload(values)
+        blobs = public.encrypt(values)
         self._layout, self._blobs = public.layout, tuple(bytes(b) for b in blobs)  # all it keeps of its upload
         self._digest = contribution_digest(blobs)
         signature = identity.sign(contribution_payload(*self._head()))

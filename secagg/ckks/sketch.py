@@ -4,7 +4,7 @@ without ever seeing one of them.
 Every ciphertext lives mod one data prime q (see :mod:`secagg.ckks.params`) and the aggregator adds them in
 coefficient form, so adding ciphertexts adds their coefficient vectors mod q. Write ``x_i`` for the
 concatenated coefficients (both polynomials of every ciphertext) that client i's compact upload stands for
-(exactly what the aggregator rebuilds and adds, :meth:`secagg.ckks.packing.PublicContext.encrypt_upload`) and
+(exactly what the aggregator rebuilds and adds, :meth:`secagg.ckks.packing.PublicContext.load_upload`) and
 ``x*`` for those of the aggregate ``ct*`` the aggregator wants decrypted. The protocol:
 
 1. client i uploads ``ct_i`` and signs its digest ``d_i`` (stage 0, as before);

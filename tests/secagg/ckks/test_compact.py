@@ -118,4 +118,4 @@ def test_the_error_budget_holds_on_real_decryptions(clients):
     assert 0.9 * params.error_std < error < 1.1 * params.error_std
     assert params.error_std <= params.masking_error_std
     assert params.error_std * params.scale > ENCRYPTION_SIGMA  # the rounding, not the encryption, dominates
-    assert (params.c0_bits + params.c1_bits) / 8 <= 8.5  # bytes per real
+    assert (params.layout.c0_bits + params.layout.c1_bits) / 8 <= 8.5  # bytes per real

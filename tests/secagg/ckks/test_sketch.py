@@ -76,10 +76,16 @@ def test_the_sketch_is_linear_over_seal_addition():
 def test_a_client_sketches_exactly_what_the_aggregator_adds(length):
     """The coefficients a client keeps for its sketch are those of the ciphertexts the aggregator rebuilds
     from its compact upload (c0 cut after the last real included)."""
+    from secagg.aggregation import RoundContext
+    from secagg.ckks.protocol import CKKSClient
+    from secagg.primitives.keys import SigningKey
+
     params = CKKSParams()
     public = PublicContext(params, KeyHolder(params, {}).public_key)
-    blobs, coefficients = public.encrypt_upload(np.linspace(-1, 1, length))
-    np.testing.assert_array_equal(coefficients, sketch.coefficients(public.load_upload(blobs, length)))
+    client = CKKSClient(RoundContext.new(1, (0, 1), length), 0, np.linspace(-1, 1, length), 1.0, public,
+                        SigningKey.generate())
+    coefficients = client._coefficients()  # rebuilt from the compact upload it keeps
+    np.testing.assert_array_equal(coefficients, sketch.coefficients(public.load_upload(client._blobs, length + 1)))
 
 
 def test_bad_inputs_are_refused():
