@@ -124,6 +124,32 @@ class ClientLevelDPAggregator:
             clipped = np.append(clipped, 0.5 if within else -0.5)
         return inner.client_session(ctx, client_id, clipped.astype(np.float32), 1.0)
 
+    def resume_client_session(self, ctx: RoundContext, client_id: int, state: bytes) -> ClientSession:
+        """The inner session :meth:`client_session` opened, suspended by the client between stages."""
+        ctx = self._inner_context(ctx)
+        inner, _ = self._for_round(ctx)
+        return inner.resume_client_session(ctx, client_id, state)  # type: ignore[attr-defined]
+
+    def round_settings(self) -> dict[str, float]:
+        """What clients in other processes need this round beyond the model: the clip, when it adapts."""
+        return {"clip": self.clip} if self.dp.adaptive is not None else {}
+
+    def apply_round_settings(self, settings: dict[str, float]) -> None:
+        """A client's side of :meth:`round_settings`: the server's clip for this round (central DP trusts the
+        server with the noise anyway). A clip where it does not adapt is refused (:class:`InvalidPrivacyParameter`):
+        under distributed DP the noise shares are sized for the configured clip."""
+        unknown = set(settings) - {"clip"}
+        if unknown:
+            raise InvalidPrivacyParameter(f"unknown round settings {sorted(unknown)}")
+        if "clip" not in settings:
+            return
+        clip = settings["clip"]
+        if self.dp.adaptive is None:
+            raise InvalidPrivacyParameter("a round clip was sent, but this run's clip does not adapt")
+        if isinstance(clip, bool) or not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
+            raise InvalidPrivacyParameter(f"a round clip that is not a positive number: {clip!r}")
+        self.clip = float(clip)
+
     def noise_only(self, dimension: int) -> AggregateResult:
         """Poisson client sampling: the release of a round with no contribution (no client drawn, or none
         survived): the noise alone over the fixed denominator, so that whether a round had contributions never

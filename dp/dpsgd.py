@@ -73,6 +73,14 @@ class PrivateTraining:
                                            epochs * len(self.loader))
 
 
+def planned_event(config: DPSGDConfig, batches: int, epochs: int) -> PoissonSampledGaussianEvent:
+    """What ``epochs`` local epochs of a client with ``batches`` batches an epoch spend, as
+    :class:`PrivateTraining` will (Opacus samples at rate 1 / batches, ``int(1 / rate)`` steps an epoch): the
+    server's account of a client training in another process."""
+    rate = 1.0 / batches
+    return PoissonSampledGaussianEvent(config.noise_multiplier, rate, epochs * int(1 / rate))
+
+
 def check_model(model: nn.Module) -> None:
     """Refuse a model DP-SGD cannot train privately (Opacus's ``ModuleValidator``), saying how to fix it."""
     from opacus.validators import ModuleValidator

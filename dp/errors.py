@@ -13,3 +13,8 @@ class BudgetExceeded(DPError, RuntimeError):
 
 class InvalidPrivacyParameter(DPError, ValueError):
     """A noise multiplier, sampling rate, delta or similar parameter outside its valid range."""
+
+
+class NoiseTooLow(InvalidPrivacyParameter):
+    """A party was asked to train or release with less noise than its own privacy settings require (a server
+    that deviates, announcing a smaller noise multiplier)."""

@@ -38,6 +38,25 @@ class LocalResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class RemoteClient:
+    """A client that trains in another process, as the server knows it: what the runtime reaches it by
+    (``address``), the example count and batches per epoch it reported, and, under DP-SGD, the settings it
+    trains with (sent to it at enrolment), from which the server accounts its local training."""
+
+    address: Any
+    num_examples: int
+    batches: int = 1
+    local_epochs: int = 1
+    dp_sgd: DPSGDConfig | None = None
+
+    def planned_events(self) -> tuple[PrivacyEvent, ...]:
+        """What one round of its local training spends, as :meth:`FederatedClient.planned_events`."""
+        from dp.dpsgd import planned_event
+
+        return () if self.dp_sgd is None else (planned_event(self.dp_sgd, self.batches, self.local_epochs),)
+
+
 class FederatedClient:
     """Runs the user's training code on the global model and returns the resulting update.
 

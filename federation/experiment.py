@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -16,10 +16,9 @@ from federation.experiment_config import ExperimentConfig, PrivacySettings
 from federation.models import mlp
 from federation.modes import DatasetName, DPMode, PartitionScheme, SecureMode
 from federation.partition import partition_dataset
-from federation.protection import weight_bound
+from federation.protection import RemoteParties, weight_bound
 from federation.runtime import Runtime
 from federation.server import Federation
-from secagg.aggregation import Aggregator
 
 # re-exported: these lived here before the settings moved to torch-free modules
 __all__ = ["DPMode", "DatasetName", "ExperimentConfig", "PartitionScheme", "PrivacySettings", "RemoteClients",
@@ -40,8 +39,6 @@ def local_client(config: ExperimentConfig, index: int) -> tuple[FederatedClient,
     """Client ``index`` of the job, as a process of its own builds it, and the public weight bound."""
     if not 0 <= index < config.clients:
         raise ConfigError(f"client index {index} outside 0..{config.clients - 1}")
-    if config.privacy is not None:
-        raise ConfigError("differential privacy is not supported for remote clients yet")
     _, model, optimizer, shards = _job(config)
     loader = DataLoader(shards[index], batch_size=config.batch_size, shuffle=True)
     client = FederatedClient(model, optimizer, loader, train_epoch, local_epochs=config.local_epochs,
@@ -56,8 +53,8 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
     public API (``secure=``, ``dp=``); everything the clients determine is checked before it returns.
 
     ``threads``: torch's threads while the in-process clients train (:mod:`federation.threads`).
-    With ``remote``, clients run elsewhere: its runtime reaches them, and its aggregator (made for the
-    public weight bound) is the server's side of the protection mode.
+    With ``remote``, clients run elsewhere: its runtime reaches them, and the protection mode is made for its
+    parties; the example counts they reported must be the built-in partition's.
     """
     data, model, optimizer, shards = _job(config)
     run_info = config.describe()
@@ -67,12 +64,12 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
                                   run_info={"experiment": run_info}, config=config.federation_config(),
                                   preprocessing=data.preprocessing, description=config.describe())
     if remote is not None:
-        if config.privacy is not None:
-            raise ConfigError("differential privacy is not supported for remote clients yet")
-        federation = Federation(model, aggregator=remote.aggregator(weight_bound(None, sizes)),
-                                runtime=remote.runtime, **common)
-        for address, size in zip(remote.addresses, sizes):
-            federation.add_remote_client(address, size)
+        if list(remote.examples) != sizes:
+            raise ConfigError(f"the clients report {list(remote.examples)} examples, the built-in job's partition "
+                              f"has {sizes}: are the nodes running another version?")
+        federation = Federation(model, secure=config.protection(), dp=config.privacy_mode(), runtime=remote.runtime,
+                                parties=remote.parties, **common)
+        remote.register(federation)
     else:
         federation = Federation(model, secure=config.protection(), dp=config.privacy_mode(), threads=threads,
                                 **common)
@@ -84,9 +81,15 @@ def build_federation(config: ExperimentConfig, checkpoint_dir: Path | None = Non
 
 @dataclass(frozen=True)
 class RemoteClients:
-    """Clients in other processes: the runtime that reaches them, their addresses (in client-id order) and
-    how to make the server's side of the protection mode for a given public weight bound."""
+    """Clients in other processes: the runtime that reaches them, the other parties as the server knows them,
+    and, in client-id order, each client's address and the example count and batches per epoch it reported."""
 
     runtime: Runtime
+    parties: RemoteParties
     addresses: tuple[Any, ...]
-    aggregator: Callable[[float], Aggregator]
+    examples: tuple[int, ...]
+    batches: tuple[int, ...]
+
+    def register(self, federation: Federation) -> None:
+        for address, examples, batches in zip(self.addresses, self.examples, self.batches):
+            federation.add_remote_client(address, examples, batches)

@@ -96,7 +96,7 @@ class ExperimentConfig:
             raise ConfigError(f"alpha must be positive, got {self.alpha}")
         if self.hidden < 1:
             raise ConfigError(f"hidden width must be at least 1, got {self.hidden}")
-        loop = self.federation_config()  # validates the round-loop settings
+        self.federation_config()  # validates the round-loop settings
         if (self.dp is DPMode.NONE) != (self.privacy is None):
             raise ConfigError("--dp local|central|distributed needs --noise-multiplier or --target-epsilon"
                               if self.privacy is None else "privacy settings given without --dp")
@@ -109,10 +109,15 @@ class ExperimentConfig:
             raise ConfigError("--dp distributed needs --secure mask or ckks: without secure aggregation the "
                               "server sees each client's noised update, so the noise shares protect nothing")
         # the ring, the masking graph, the CKKS modulus: refused before any data is loaded
-        population = protection.Population((1,) * self.clients, (1,) * self.clients,
-                                           loop.sample_size(self.clients), self.min_clients,
-                                           sampling_rate=loop.sampling_rate(self.clients))
-        protection.check(self.protection(), self.privacy_mode(), population)
+        protection.check(self.protection(), self.privacy_mode(), self.population())
+
+    def population(self) -> protection.Population:
+        """The clients as the settings alone describe them (one example and one batch each): what a party
+        that does not know the others' data sizes derives its stack from."""
+        loop = self.federation_config()
+        return protection.Population((1,) * self.clients, (1,) * self.clients, loop.sample_size(self.clients),
+                                     self.min_clients, self.rounds, self.local_epochs,
+                                     loop.sampling_rate(self.clients))
 
     def per_round(self) -> int:
         """The most clients a round samples: what the CKKS parameters are sized for, by every party of a run."""

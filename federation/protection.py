@@ -157,23 +157,63 @@ def noise_multiplier(dp: DPSGD | CentralDP | DistributedDP, population: Populati
         return calibrated(population.sampling_rate or 1.0, population.rounds)
     # DP-SGD: a client of b batches per epoch samples at 1 / b for rounds * epochs * b steps; the binding
     # client is usually the one with the fewest batches, but not always (rates near 1): check them all
-    from opacus.accountants import RDPAccountant  # its coarser order grid: epsilons at or above ours
-
-    def epsilon(z: float, b: int) -> float:
-        accountant = RDPAccountant()
-        accountant.history = [(z, 1.0 / b, population.rounds * population.local_epochs * b)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return float(accountant.get_epsilon(dp.delta))
-
     epochs = population.rounds * population.local_epochs
     z = calibrated(1.0 / min(population.batches), epochs * min(population.batches))
     for _ in range(8):
-        worst = max(set(population.batches), key=lambda b: epsilon(z, b))
-        if epsilon(z, worst) <= dp.target_epsilon * (1 + 1e-9):
+        worst = max(set(population.batches), key=lambda b: dpsgd_epsilon(z, b, epochs, dp.delta))
+        if dpsgd_epsilon(z, worst, epochs, dp.delta) <= dp.target_epsilon * (1 + 1e-9):
             return z
         z = max(z, calibrated(1.0 / worst, epochs * worst)) * 1.001
     raise ConfigError(f"DPSGD: no noise multiplier found that keeps every client within epsilon {dp.target_epsilon}")
+
+
+def dpsgd_epsilon(z: float, batches: int, epochs: int, delta: float) -> float:
+    """A DP-SGD client's epsilon after ``epochs`` epochs of ``batches`` Poisson-sampled batches at noise ``z``
+    (Opacus's RDP accountant: its coarser order grid gives epsilons at or above ours)."""
+    import warnings
+
+    from opacus.accountants import RDPAccountant
+
+    accountant = RDPAccountant()
+    accountant.history = [(z, 1.0 / batches, epochs * batches)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(accountant.get_epsilon(delta))
+
+
+def check_noise_multiplier(dp: DPSGD | CentralDP | DistributedDP, population: Population, z: float,
+                           batches: int) -> None:
+    """A client's check of the noise multiplier ``z`` the server announces, before it trains or adds noise with
+    it (:class:`~dp.errors.NoiseTooLow`): the configured one; for a target epsilon under client-level DP, at
+    least the calibrated one (it depends on the run's settings only, so the client computes it itself); under
+    DP-SGD, one that keeps this client, with its own ``batches`` per epoch, within the target."""
+    from dp.errors import NoiseTooLow
+
+    if isinstance(z, bool) or not (isinstance(z, (int, float)) and math.isfinite(z) and z > 0):
+        raise NoiseTooLow(f"the server announced a noise multiplier that is not a positive number: {z!r}")
+    if dp.noise_multiplier is not None:
+        if z != dp.noise_multiplier:
+            raise NoiseTooLow(f"the server announced noise multiplier {z:.6g}; this run's is {dp.noise_multiplier:.6g}")
+        return
+    assert dp.target_epsilon is not None
+    if isinstance(dp, DPSGD):
+        epsilon = dpsgd_epsilon(z, batches, population.rounds * population.local_epochs, dp.delta)
+        if epsilon > dp.target_epsilon * (1 + 1e-9):
+            raise NoiseTooLow(f"noise multiplier {z:.6g} would spend epsilon {epsilon:.4g} of this client's data "
+                              f"over the run, above the target {dp.target_epsilon:g}")
+        return
+    own = noise_multiplier(dp, population)
+    if z < own * (1 - 1e-9):
+        raise NoiseTooLow(f"the server announced noise multiplier {z:.6g}; the target epsilon "
+                          f"{dp.target_epsilon:g} of this run needs at least {own:.6g}")
+
+
+def noise_share(secure: Protection, dp: Privacy, population: Population, z: float | None) -> float:
+    """The Gaussian noise share each CKKS client adds after its clip under distributed DP (0 otherwise): the
+    key holder's parameters depend on it too."""
+    if not (isinstance(dp, DistributedDP) and isinstance(secure, CKKS)) or z is None:
+        return 0.0
+    return z * dp.clip / math.sqrt(min_contributions(population.min_clients))
 
 
 @dataclass(frozen=True)
@@ -204,8 +244,10 @@ def protection_aggregator(secure: Protection, bound: float, min_clients: int, no
     return PlaintextAggregator(max_weight=bound)
 
 
-def build(secure: Protection, dp: Privacy, population: Population, inner: Aggregator | None = None) -> Stack:
-    """Check, then stack: ``inner`` (default :func:`protection_aggregator`) under client-level DP if any."""
+def build(secure: Protection, dp: Privacy, population: Population, inner: Aggregator | None = None, *,
+          parties: RemoteParties | None = None) -> Stack:
+    """Check, then stack: ``inner`` (default :func:`protection_aggregator`, or :func:`remote_aggregator` with
+    ``parties`` in other processes) under client-level DP if any."""
     from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode
     from dp.dpsgd import DPSGDConfig
     from dp.errors import InvalidPrivacyParameter
@@ -214,12 +256,12 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
     check(secure, dp, population)
     z = noise_multiplier(dp, population) if dp is not None else None
     if inner is None:
-        sigma = 0.0
-        if isinstance(dp, DistributedDP) and isinstance(secure, CKKS):  # the noise share, after the clip
-            assert z is not None
-            sigma = z * dp.clip / math.sqrt(min_contributions(population.min_clients))
-        inner = protection_aggregator(secure, weight_bound(dp, population.examples), population.min_clients,
-                                      sigma, clients=population.per_round)
+        sigma = noise_share(secure, dp, population, z)
+        if parties is not None:
+            inner = remote_aggregator(secure, parties, clients=population.per_round, noise_sigma=sigma)
+        else:
+            inner = protection_aggregator(secure, weight_bound(dp, population.examples), population.min_clients,
+                                          sigma, clients=population.per_round)
     if dp is None or z is None:
         return Stack(inner)
     try:
@@ -249,64 +291,39 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
     return Stack(ClientLevelDPAggregator(inner, level), None, (planned,), z)
 
 
-# The protection mode with the parties in other processes (a distributed runtime): the server's side, and each
-# client's side of one round. Identity keys are the parties' own; the CKKS key holder is another party.
+# The protection mode with the parties in other processes (a distributed runtime). Identity keys are the
+# parties' own; the CKKS key holder is another party.
 
-def remote_aggregator(secure: Protection, bound: float, identities: IdentityRegistry,
-                      key_holder: KeyHolderPort | None = None, public_key: bytes | None = None, *,
-                      clients: int) -> Aggregator:
-    """The server's side for remote clients whose identity keys are in ``identities`` and whose weight is at
-    most ``bound``, at most ``clients`` per round; with :class:`CKKS`, the key holder is reached through
-    ``key_holder`` (its signed ``public_key`` is what the clients encrypt to)."""
+@dataclass(frozen=True)
+class RemoteParties:
+    """The other parties of a deployment as one party knows them: the identity ``identities`` (the server: every
+    client's public key; a client: the pinned directory and its own signing key, see
+    :meth:`IdentityRegistry.pinned`), the run's public ``weight_bound``, and with CKKS the key holder's signed
+    ``public_key`` and, on the server, the ``key_holder`` it reaches."""
+
+    identities: IdentityRegistry
+    weight_bound: float
+    key_holder: KeyHolderPort | None = None
+    public_key: bytes | None = None
+
+
+def remote_aggregator(secure: Protection, parties: RemoteParties, *, clients: int,
+                      noise_sigma: float = 0.0) -> Aggregator:
+    """The protection mode between parties in their own processes: the server's side (sessions for every client)
+    or a client's (its own sessions), for sums of at most ``clients`` contributions of weight at most
+    ``parties.weight_bound``; ``noise_sigma`` as in :func:`protection_aggregator`."""
     from secagg.ckks import CKKSAggregator
     from secagg.masking import MaskingAggregator
     from secagg.plaintext import PlaintextAggregator
 
+    bound = parties.weight_bound
     if isinstance(secure, Masking):
         aggregator = MaskingAggregator(masking_config(secure, bound))
-        aggregator.identities = identities
+        aggregator.identities = parties.identities
         return aggregator
     if isinstance(secure, CKKS):
-        if key_holder is None or public_key is None:
-            raise ConfigError("CKKS with remote clients needs the key holder and its public key")
-        return CKKSAggregator.with_key_holder(ckks_params(secure, bound, clients), key_holder, public_key,
-                                              identities)
+        if parties.public_key is None:
+            raise ConfigError("CKKS with remote parties needs the key holder's public key")
+        return CKKSAggregator.with_key_holder(ckks_params(secure, bound, clients, noise_sigma), parties.key_holder,
+                                              parties.public_key, parties.identities)
     return PlaintextAggregator(max_weight=bound)
-
-
-def client_session(secure: Protection, bound: float, ctx: RoundContext, index: int, update: np.ndarray,
-                   weight: float, identity: SigningKey, directory: dict[int, bytes],
-                   public_key: bytes | None = None, *, clients: int) -> ClientSession:
-    """Client ``index``'s side of round ``ctx`` in its own process: its ``identity`` key, the pinned identity
-    ``directory`` (masking) and the key holder's pinned ``public_key`` (CKKS, for sums of at most ``clients``
-    contributions, as the server and key holder were made)."""
-    from secagg.ckks import PublicContext
-    from secagg.ckks.protocol import CKKSClient
-    from secagg.masking.client import MaskingClient
-    from secagg.plaintext import PlaintextClient
-
-    if isinstance(secure, Masking):
-        config = masking_config(secure, bound)
-        return MaskingClient(ctx, index, update, weight, config, config.encoder(ctx.dimension, len(ctx.clients)),
-                             identity, directory)
-    if isinstance(secure, CKKS):
-        if public_key is None:
-            raise ConfigError("a CKKS client needs the key holder's public key")
-        return CKKSClient(ctx, index, update, weight, PublicContext(ckks_params(secure, bound, clients), public_key),
-                          identity)
-    return PlaintextClient(ctx, index, update, weight, max_weight=bound)
-
-
-def resume_client_session(secure: Masking | CKKS, bound: float, state: bytes, ctx: RoundContext, index: int,
-                          identity: SigningKey, directory: dict[int, bytes]) -> ClientSession:
-    """The multi-stage session :func:`client_session` opened and the client suspended (its own bytes)."""
-    from secagg.ckks.protocol import CKKSClient
-    from secagg.masking.client import MaskingClient
-
-    if isinstance(secure, Masking):
-        config = masking_config(secure, bound)
-        return MaskingClient.resume(state, ctx, index, config, config.encoder(ctx.dimension, len(ctx.clients)),
-                                    identity, directory)
-    if isinstance(secure, CKKS):
-        return CKKSClient.resume(state, ctx, index, identity)
-    raise ConfigError("a plaintext session has a single stage: there is nothing to resume")

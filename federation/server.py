@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dp.clipping import ClientLevelDPAggregator
 from federation import checkpoint, protection
-from federation.client import FederatedClient, TrainFn, train_epoch
+from federation.client import FederatedClient, RemoteClient, TrainFn, train_epoch
 from federation.config import ClientSampling, FederationConfig, Privacy, Protection, to_dict
 from federation.errors import CheckpointError, ConfigError, OutOfMemory, available_memory
 from federation.params import dimension, get_vector, set_vector
@@ -81,7 +81,7 @@ class Federation:
                  config: FederationConfig | None = None, aggregator: Aggregator | None = None,
                  runtime: Runtime | None = None, threads: int | None = None,
                  run_info: dict[str, Any] | None = None, description: dict[str, Any] | None = None,
-                 **settings: Any) -> None:
+                 parties: protection.RemoteParties | None = None, **settings: Any) -> None:
         if config is not None and settings:
             raise ConfigError("pass either config or individual settings, not both")
         if aggregator is not None and secure is not None:
@@ -97,7 +97,7 @@ class Federation:
         if runtime is not None and threads is not None:
             raise ConfigError("threads= sets the in-process runtime's threads: pass either runtime= or threads=")
         self.runtime: Runtime = runtime or InProcessRuntime(check_threads(threads))
-        self._explicit = aggregator
+        self._explicit, self.parties = aggregator, parties
         self.aggregator: Aggregator | None = None  # the stack, made when run() starts
         self.privacy: PrivacyBook | None = None
         self.noise_multiplier: float | None = None
@@ -124,12 +124,14 @@ class Federation:
         self._examples[client_id] = client.num_examples
         return client_id
 
-    def add_remote_client(self, address: Any, examples: int = 1) -> int:
-        """Register a client that runs elsewhere; ``address`` is what the runtime reaches it by."""
-        if self.dp is not None:
-            raise ConfigError("privacy accounting of remote clients is not supported yet")
+    def add_remote_client(self, address: Any, examples: int = 1, batches: int = 1) -> int:
+        """Register a client that runs elsewhere (:class:`~federation.client.RemoteClient`): ``address`` is
+        what the runtime reaches it by, ``examples`` and ``batches`` (per local epoch) what it reported; under
+        DP-SGD the server accounts its training from these."""
+        if self.aggregator is not None:
+            raise ConfigError("clients are registered before run()")
         client_id = len(self.clients)
-        self.clients[client_id] = address
+        self.clients[client_id] = RemoteClient(address, examples, batches, self.config.local_epochs)
         self._examples[client_id] = examples
         return client_id
 
@@ -143,7 +145,7 @@ class Federation:
         if not self.clients:
             raise ConfigError("no clients: call add_client first")
         cfg = self.config
-        batches = tuple(len(c.loader) if isinstance(c, FederatedClient) else 1 for c in self.clients.values())
+        batches = tuple(len(c.loader) if isinstance(c, FederatedClient) else c.batches for c in self.clients.values())
         return protection.Population(tuple(self._examples.values()), batches, cfg.sample_size(len(self.clients)),
                                      cfg.min_clients, cfg.rounds, cfg.local_epochs,
                                      cfg.sampling_rate(len(self.clients)))
@@ -159,10 +161,13 @@ class Federation:
                               f"min_clients={self.config.min_clients}")
         if self._explicit is not None:
             protection.check_explicit(self._explicit, self.dp, population)
-        stack = protection.build(self.secure, self.dp, population, self._explicit)
+        stack = protection.build(self.secure, self.dp, population, self._explicit, parties=self.parties)
         if stack.dp_sgd is not None:
             for client in self.clients.values():
-                client.enable_dp_sgd(stack.dp_sgd)
+                if isinstance(client, RemoteClient):
+                    client.dp_sgd = stack.dp_sgd  # it trains with it, sent at enrolment
+                else:
+                    client.enable_dp_sgd(stack.dp_sgd)
         if self.dp is not None:
             from dp.ledger import PrivacyLedger
 

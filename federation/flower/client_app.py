@@ -15,7 +15,9 @@ client is rebuilt at each message and a session is suspended into ``context.stat
 from __future__ import annotations
 
 import functools
+import json
 import time
+from dataclasses import replace
 from typing import Callable
 
 from flwr.app import Context, Message
@@ -24,11 +26,11 @@ from flwr.clientapp import ClientApp
 from dp.errors import DPError
 from federation import protection
 from federation.client import FederatedClient
-from federation.config import CKKS
+from federation.config import CKKS, DPSGD
 from federation.errors import ConfigError, FederationError
-from federation.flower.codec import decode_context, field, payload
+from federation.flower.codec import decode_context, field, has_field, payload
 from federation.flower.enrolment import (Enrolment, check_key_holder_identity, pin, pinned_directory,
-                                         pinned_public_key, pinned_weight_bound)
+                                         pinned_noise_multiplier, pinned_public_key, pinned_weight_bound)
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
 from federation.flower.live import LIVE
 from federation.flower.node import NodeState
@@ -38,6 +40,7 @@ from secagg.ckks.decryption_wire import decode_request, encode_release
 from secagg.ckks.keyholder import KeyHolder
 from secagg.ckks.signing import public_key_payload
 from secagg.errors import ProtocolError, SecAggError
+from secagg.identity import IdentityRegistry
 
 app = ClientApp()
 Handler = Callable[[Message, Context], Message]
@@ -99,7 +102,7 @@ def hello(message: Message, context: Context) -> Message:
                        reply_to=message)
     index = _client_index(context)
     client = _client(job, index, context)
-    return Message(payload(role="client", client=index, examples=client.num_examples,
+    return Message(payload(role="client", client=index, examples=client.num_examples, batches=len(client.loader),
                            identity=node.identity().public_bytes()), reply_to=message)
 
 
@@ -114,7 +117,9 @@ def _key_holder(node: NodeState, secure: CKKS, min_clients: int, directory: dict
         if cache.key_holder.directory == directory:
             return cache.key_holder
     bound = pinned_weight_bound(node) if node.get("weight_bound") is not None else 1.0
-    params, state = protection.ckks_params(secure, bound, clients), node.get("key_holder")
+    config = FlowerJob.from_context(context).config
+    sigma = protection.noise_share(secure, config.privacy_mode(), config.population(), pinned_noise_multiplier(node))
+    params, state = protection.ckks_params(secure, bound, clients, sigma), node.get("key_holder")
     policy = protection.min_contributions(min_clients)
     if state is None:
         holder = KeyHolder(params, directory, min_clients=policy)
@@ -131,19 +136,59 @@ def _key_holder(node: NodeState, secure: CKKS, min_clients: int, directory: dict
 def enrol(message: Message, context: Context) -> Message:
     """Pin the directory of client identity keys, the public weight bound (and, with CKKS, the key holder's
     identity and signed public key) at the first enrolment; refuse a later one that differs."""
-    node = NodeState(context)
+    node, job = NodeState(context), FlowerJob.from_context(context)
     directory, bound = field(message, "directory", bytes), field(message, "weight_bound", float)
-    if not isinstance(FlowerJob.from_context(context).config.protection(), CKKS):
-        enrolment = Enrolment(directory, weight_bound=bound)
+    z = _noise_multiplier(message, job, context)
+    if not isinstance(job.config.protection(), CKKS):
+        enrolment = Enrolment(directory, weight_bound=bound, noise_multiplier=z)
     elif _is_key_holder(context):
-        enrolment = Enrolment(directory, field(message, "key_holder_identity", bytes), weight_bound=bound)
+        enrolment = Enrolment(directory, field(message, "key_holder_identity", bytes), weight_bound=bound,
+                              noise_multiplier=z)
         check_key_holder_identity(enrolment, node.identity())
     else:
         enrolment = Enrolment(directory, field(message, "key_holder_identity", bytes),
                               field(message, "public_key", bytes), field(message, "public_key_signature", bytes),
-                              bound)
+                              bound, z)
     pin(node, enrolment)
     return Message(payload(enrolled=1), reply_to=message)
+
+
+def _noise_multiplier(message: Message, job: FlowerJob, context: Context) -> float | None:
+    """The noise multiplier the enrolment announces, once this node checked it against the run's privacy
+    settings (:func:`federation.protection.check_noise_multiplier`): a client never trains or noises with
+    less noise than its own settings require. None without DP."""
+    dp = job.config.privacy_mode()
+    if dp is None:
+        return None
+    z = field(message, "noise_multiplier", float)
+    if _is_key_holder(context):
+        batches = 1  # it trains nothing: under DP-SGD it does not use z, under distributed DP z sizes the share
+        if isinstance(dp, DPSGD):
+            return z
+    else:
+        batches = len(_client(job, _client_index(context), context).loader)
+    protection.check_noise_multiplier(dp, job.config.population(), z, batches)
+    return z
+
+
+def _stack(job: FlowerJob, index: int, node: NodeState, context: Context) -> protection.Stack:
+    """This client's side of the run's stack (protection mode, client-level DP), made as the server made its
+    own, from the pinned enrolment: the identity directory with this node's key, the weight bound, the CKKS
+    public key and the checked noise multiplier. Kept for the run in a long-lived process."""
+    cache = LIVE.run(context)
+    if cache is not None and cache.stack is not None:
+        return cache.stack
+    config, secure = job.config, job.config.protection()
+    dp = config.privacy_mode()
+    if dp is not None:  # the checked, pinned multiplier: never calibrated again on the node
+        dp = replace(dp, noise_multiplier=pinned_noise_multiplier(node), target_epsilon=None)
+    identities = IdentityRegistry.pinned(pinned_directory(node), (index, node.identity()))
+    public_key = pinned_public_key(node) if isinstance(secure, CKKS) else None
+    parties = protection.RemoteParties(identities, pinned_weight_bound(node), None, public_key)
+    stack = protection.build(secure, dp, config.population(), parties=parties)
+    if cache is not None:
+        cache.stack = stack
+    return stack
 
 
 @app.query("train")
@@ -156,14 +201,21 @@ def train(message: Message, context: Context) -> Message:
     ctx = decode_context(ctx_bytes)
     if index not in ctx.clients:
         raise ProtocolError(f"client {index} is not a participant of round {ctx.round}")
-    bound = pinned_weight_bound(node)
+    stack = _stack(job, index, node, context)
+    if has_field(message, "settings"):
+        try:
+            settings = json.loads(field(message, "settings", str))
+        except json.JSONDecodeError:
+            raise ProtocolError("round settings that are not JSON") from None
+        if not isinstance(settings, dict) or not hasattr(stack.aggregator, "apply_round_settings"):
+            raise ProtocolError("round settings this run does not have")
+        stack.aggregator.apply_round_settings(settings)
     client = _client(job, index, context)
+    if stack.dp_sgd is not None and client.private is None:
+        client.enable_dp_sgd(stack.dp_sgd)
     local = client.fit(decode_broadcast(ctx, field(message, "broadcast", bytes)), field(message, "seed", int))
     started = time.perf_counter()
-    public_key = pinned_public_key(node) if isinstance(secure, CKKS) else None
-    session = protection.client_session(secure, bound, ctx, index, local.delta, float(local.num_examples),
-                                        node.identity(), pinned_directory(node), public_key,
-                                        clients=job.config.per_round())
+    session = stack.aggregator.client_session(ctx, index, local.delta, float(local.num_examples))
     upload = session.start()
     cache = LIVE.run(context)
     if cache is not None:  # a protected session has more stages: kept live, or suspended on the node
@@ -172,8 +224,8 @@ def train(message: Message, context: Context) -> Message:
         node.put("ctx", ctx_bytes)
         node.put("session", session.suspend())
     return Message(payload(upload=upload, examples=local.num_examples, loss=local.train_loss or 0.0,
-                           train_seconds=local.seconds, protocol_seconds=time.perf_counter() - started),
-                   reply_to=message)
+                           train_seconds=local.seconds, protocol_seconds=time.perf_counter() - started,
+                           events=json.dumps([e.describe() for e in local.events])), reply_to=message)
 
 
 @app.query("stage")
@@ -193,8 +245,10 @@ def stage(message: Message, context: Context) -> Message:
     state, ctx_bytes = node.get("session"), node.get("ctx")
     if state is None or ctx_bytes is None or secure is None:
         raise ProtocolError("no aggregation session in progress on this node")
-    session = protection.resume_client_session(secure, pinned_weight_bound(node), state, decode_context(ctx_bytes),
-                                               _client_index(context), node.identity(), pinned_directory(node))
+    index = _client_index(context)
+    job = FlowerJob.from_context(context)
+    session = _stack(job, index, node, context).aggregator.resume_client_session(  # type: ignore[attr-defined]
+        decode_context(ctx_bytes), index, state)
     upload = session.handle(field(message, "message", bytes))
     node.put("session", session.suspend())
     return Message(payload(upload=upload, protocol_seconds=time.perf_counter() - started), reply_to=message)

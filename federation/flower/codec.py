@@ -39,6 +39,12 @@ def field(message: Message, name: str, kind: type[T]) -> T:
     return value
 
 
+def has_field(message: Message, name: str) -> bool:
+    """Whether the message's ``secagg`` record carries ``name`` (optional fields)."""
+    record = message.content.config_records.get(RECORD)
+    return record is not None and name in record
+
+
 def encode_context(ctx: RoundContext) -> bytes:
     w = BodyWriter().raw(ctx.session).u32(ctx.round).u32(ctx.dimension).u32(ctx.min_clients).u32(len(ctx.clients))
     for c in ctx.clients:

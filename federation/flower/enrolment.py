@@ -1,6 +1,7 @@
 """A SuperNode's enrolment, pinned at first use: the identity directory, the public bound on a client's weight
-(both sides of the encoders must use the same one) and, with CKKS, the key holder's identity and its signed
-public key.
+(both sides of the encoders must use the same one), with DP the noise multiplier (each node checks it against
+its own privacy settings first: :func:`federation.protection.check_noise_multiplier`) and, with CKKS, the key
+holder's identity and its signed public key.
 
 The ServerApp (the aggregator) sends the enrolment, so it must not be able to change it later: a second
 enrolment with anything different is refused, and nothing of it is stored (check, then commit). A client
@@ -30,13 +31,15 @@ class EnrolmentChanged(ProtocolError):
 class Enrolment:
     """What the server sends a node once: ``directory`` (encoded), for CKKS the key holder's Ed25519
     ``key_holder_identity``, its CKKS ``public_key`` and ``public_key_signature`` (clients only), and the
-    run's ``weight_bound`` (the largest example count the clients reported)."""
+    run's ``weight_bound`` (the largest example count the clients reported) and, with DP, its
+    ``noise_multiplier``."""
 
     directory: bytes
     key_holder_identity: bytes | None = None
     public_key: bytes | None = None
     public_key_signature: bytes | None = None
     weight_bound: float | None = None
+    noise_multiplier: float | None = None
 
     def check(self) -> None:
         """Well-formed, and the public key signed by the key-holder identity (:class:`AuthenticationError`)."""
@@ -49,11 +52,14 @@ class Enrolment:
             verify_signature(self.key_holder_identity, self.public_key_signature, public_key_payload(self.public_key))
         if self.weight_bound is not None and not (math.isfinite(self.weight_bound) and self.weight_bound > 0):
             raise ProtocolError(f"a weight bound that is not a positive number: {self.weight_bound}")
+        if self.noise_multiplier is not None and not (math.isfinite(self.noise_multiplier)
+                                                      and self.noise_multiplier > 0):
+            raise ProtocolError(f"a noise multiplier that is not a positive number: {self.noise_multiplier}")
 
     def fields(self) -> dict[str, bytes]:
         named = {"directory": self.directory, "key_holder_identity": self.key_holder_identity,
                  "ckks_public": self.public_key, "ckks_public_signature": self.public_key_signature,
-                 "weight_bound": None if self.weight_bound is None else struct.pack(">d", self.weight_bound)}
+                 "weight_bound": _double(self.weight_bound), "noise_multiplier": _double(self.noise_multiplier)}
         return {name: value for name, value in named.items() if value is not None}
 
 
@@ -62,7 +68,8 @@ def pin(node: NodeState, enrolment: Enrolment) -> None:
     enrolment.check()
     fields = enrolment.fields()
     pinned = node.get("directory") is not None
-    for name in ("directory", "key_holder_identity", "ckks_public", "ckks_public_signature", "weight_bound"):
+    for name in ("directory", "key_holder_identity", "ckks_public", "ckks_public_signature", "weight_bound",
+                 "noise_multiplier"):
         stored, sent = node.get(name), fields.get(name)
         if pinned and (stored is None) != (sent is None):
             raise EnrolmentChanged(f"a second enrolment that adds or drops the {name}")
@@ -94,6 +101,20 @@ def pinned_directory(node: NodeState) -> dict[int, bytes]:
     if directory is None:
         raise ProtocolError("no identity directory: this node was never enrolled")
     return decode_directory(directory)
+
+
+def _double(value: float | None) -> bytes | None:
+    return None if value is None else struct.pack(">d", value)
+
+
+def pinned_noise_multiplier(node: NodeState) -> float | None:
+    """The noise multiplier pinned at enrolment (None: the run has no DP)."""
+    stored = node.get("noise_multiplier")
+    if stored is None:
+        return None
+    if len(stored) != 8:
+        raise ProtocolError("a pinned noise multiplier of the wrong length")
+    return float(struct.unpack(">d", stored)[0])
 
 
 def pinned_weight_bound(node: NodeState) -> float:

@@ -73,9 +73,6 @@ def parse_config(text: str) -> ExperimentConfig:
 
 def check_supported(config: ExperimentConfig) -> None:
     """What the Flower runtime does not do (yet): refused before anything starts."""
-    if config.privacy is not None:
-        raise ConfigError("--runtime flower does not support --dp yet: the privacy ledger needs the clients' "
-                          "planned DP-SGD events, which remote clients do not report")
     if config.dropout:
         raise ConfigError("--runtime flower has real dropouts only: --dropout simulates them in-process")
 

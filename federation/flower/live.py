@@ -26,10 +26,12 @@ _KEPT_RUNS = 2
 
 @dataclass
 class RunCache:
-    """One run's live objects on this node: ``client`` (a FederatedClient), the open aggregation ``session``
-    (it holds its own round context) and the CKKS ``key_holder``."""
+    """One run's live objects on this node: ``client`` (a FederatedClient), its side of the run's ``stack``
+    (:class:`federation.protection.Stack`), the open aggregation ``session`` (it holds its own round context)
+    and the CKKS ``key_holder``."""
 
     client: Any = None
+    stack: Any = None
     session: Any = None
     key_holder: Any = None
 

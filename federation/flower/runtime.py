@@ -50,6 +50,19 @@ def exchange(grid: Grid, messages: Mapping[int, Message], timeout: float) -> dic
     return answers
 
 
+def check_events(reply: Message, planned: tuple) -> None:
+    """The privacy events a client says its training spent must be those the server accounts for it: a client
+    that trained otherwise (other batches, other noise) is refused (:class:`MessageError`); it is charged the
+    planned events all the same."""
+    try:
+        said = json.loads(field(reply, "events", str))
+    except json.JSONDecodeError:
+        raise MessageError("the events a client reports are not JSON") from None
+    expected = [event.describe() for event in planned]
+    if said != expected:
+        raise MessageError(f"the client reports privacy events {said}, the server accounts {expected}")
+
+
 class FlowerRuntime:
     """Reaches client ``c`` at SuperNode ``clients[c]``; writes each stage it starts, and the end of each
     round's exchanges (stage ``"end"``), to ``progress`` (if set)."""
@@ -66,23 +79,31 @@ class FlowerRuntime:
         broadcast, ctx_bytes = encode_broadcast(ctx, params), encode_context(ctx)
         server_seconds = time.perf_counter() - started
         self._mark(ctx.round, 0)
-        train = {c: self._message(clients[c], ctx.round, "train", ctx=ctx_bytes, broadcast=broadcast, seed=seeds[c])
+        extra: dict[str, bytes | int | str] = {}
+        settings = getattr(aggregator, "round_settings", dict)()  # what changes per round (an adapted clip)
+        if settings:
+            extra["settings"] = json.dumps(settings)
+        train = {c: self._message(clients[c].address, ctx.round, "train", ctx=ctx_bytes, broadcast=broadcast,
+                                  seed=seeds[c], **extra)
                  for c in ctx.clients}
         for c in ctx.clients:
             reports[c].bytes_down += len(broadcast)
         uploads = {}
         for c, reply in self._send(train, clients, reports, 0).items():
+            # the server's account of the client's local training (DP-SGD), charged once its upload arrived
+            planned = tuple(clients[c].planned_events())
             try:
                 record_training(reports[c], field(reply, "examples", int), field(reply, "loss", float),
-                                field(reply, "train_seconds", float))
+                                field(reply, "train_seconds", float), planned)
                 reports[c].protocol_seconds += field(reply, "protocol_seconds", float)
+                check_events(reply, planned)
                 uploads[c] = field(reply, "upload", bytes)
             except MessageError as err:
                 mark_rejected(reports[c], err)
 
         def next_stage(stage: int, outgoing: dict[int, bytes]) -> dict[int, bytes]:
             self._mark(ctx.round, stage)
-            sent = {c: self._message(clients[c], ctx.round, "stage", message=m) for c, m in outgoing.items()}
+            sent = {c: self._message(clients[c].address, ctx.round, "stage", message=m) for c, m in outgoing.items()}
             answers = {}
             for c, reply in self._send(sent, clients, reports, stage).items():
                 try:
@@ -105,7 +126,7 @@ class FlowerRuntime:
         by_node = exchange(self.grid, messages, self.stage_timeout)
         answers = {}
         for c in messages:
-            reply = by_node.get(clients[c])
+            reply = by_node.get(clients[c].address)
             if reply is None:
                 mark_dropped(reports[c], stage)
                 log.warning("client %d gave no answer at stage %d: dropped", c, stage)

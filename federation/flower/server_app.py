@@ -27,6 +27,7 @@ from federation.flower.codec import encode_directory, field, payload
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob, nodes_needed
 from federation.flower.polling import shorten_object_retries
 from federation.flower.runtime import FlowerRuntime, exchange
+from federation.experiment import RemoteClients
 from federation.flower.userapp import server_federation
 from secagg.ckks.decryption_wire import decode_release, encode_request
 from secagg.ckks.request import DecryptionRequest, Release
@@ -41,11 +42,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Roster:
-    """Who answered the greeting: client id -> node id, client id -> examples, identity keys, and the key
-    holder (CKKS)."""
+    """Who answered the greeting: client id -> node id, client id -> examples and batches per local epoch,
+    identity keys, and the key holder (CKKS)."""
 
     clients: dict[int, int]
     examples: dict[int, int]
+    batches: dict[int, int]
     identities: IdentityRegistry
     key_holder: int | None = None
     public_key: bytes | None = None
@@ -99,6 +101,7 @@ def greet(grid: Grid, nodes: list[int], config: ExperimentConfig, timeout: float
     replies = exchange(grid, hello, timeout)
     clients: dict[int, int] = {}
     examples: dict[int, int] = {}
+    batches: dict[int, int] = {}
     identities = IdentityRegistry()
     key_holder = public_key = key_holder_identity = signature = None
     for node, reply in sorted(replies.items()):
@@ -120,30 +123,32 @@ def greet(grid: Grid, nodes: list[int], config: ExperimentConfig, timeout: float
         if client in clients:
             raise ConfigError(f"two SuperNodes claim client id {client}")
         clients[client], examples[client] = node, field(reply, "examples", int)
-        if examples[client] < 1:
+        batches[client] = field(reply, "batches", int)
+        if examples[client] < 1 or batches[client] < 1:
             raise ConfigError(f"client {client} on SuperNode {node} has no examples")
         identities.register(client, field(reply, "identity", bytes))
     if sorted(clients) != list(range(config.clients)):
         raise ConfigError(f"client ids {sorted(clients)} are not 0..{config.clients - 1}")
     if isinstance(config.protection(), CKKS) != (key_holder is not None):
         raise ConfigError("--secure ckks needs exactly one key-holder SuperNode (and no other mode uses one)")
-    return Roster(clients, examples, identities, key_holder, public_key, key_holder_identity, signature)
+    return Roster(clients, examples, batches, identities, key_holder, public_key, key_holder_identity, signature)
 
 
-def enrol(grid: Grid, roster: Roster, bound: float, timeout: float) -> None:
-    """Send every node the identity directory and the weight bound (with CKKS also the key holder's identity,
-    and clients its signed public key)."""
+def enrol(grid: Grid, roster: Roster, bound: float, noise_multiplier: float | None, timeout: float) -> None:
+    """Send every node the identity directory, the weight bound and, with DP, the noise multiplier (with CKKS
+    also the key holder's identity, and clients its signed public key)."""
     directory = encode_directory(roster.identities.directory)
-    fields: dict[int, dict[str, bytes | float]] = {n: {"directory": directory, "weight_bound": bound}
-                                                   for n in roster.clients.values()}
+    common: dict[str, bytes | float] = {"directory": directory, "weight_bound": bound}
+    if noise_multiplier is not None:
+        common["noise_multiplier"] = noise_multiplier
+    fields: dict[int, dict[str, bytes | float]] = {n: dict(common) for n in roster.clients.values()}
     if roster.key_holder is not None:
         assert roster.key_holder_identity is not None and roster.public_key is not None
         assert roster.public_key_signature is not None
         for extra in fields.values():
             extra.update(key_holder_identity=roster.key_holder_identity, public_key=roster.public_key,
                          public_key_signature=roster.public_key_signature)
-        fields[roster.key_holder] = {"directory": directory, "weight_bound": bound,
-                                     "key_holder_identity": roster.key_holder_identity}
+        fields[roster.key_holder] = {**common, "key_holder_identity": roster.key_holder_identity}
     nodes = list(fields)
     messages = {n: Message(payload(**fields[n]), dst_node_id=n, message_type="query.enrol", group_id="enrol")
                 for n in nodes}
@@ -174,19 +179,17 @@ def run(grid: Grid, job: FlowerJob) -> None:
     job.out.mkdir(parents=True, exist_ok=True)
     nodes = wait_for_nodes(grid, nodes_needed(config), job.connect_timeout)
     roster = greet(grid, nodes, config, job.stage_timeout)
-    examples = tuple(roster.examples[c] for c in range(config.clients))
+    ids = range(config.clients)
+    examples = tuple(roster.examples[c] for c in ids)
     bound = protection.weight_bound(config.privacy_mode(), examples)
-    # the ring and the CKKS modulus for the counts the clients reported: refused before anyone is enrolled
-    protection.check(config.protection(), config.privacy_mode(), protection.Population(
-        examples, (1,) * len(examples), config.federation_config().sample_size(len(examples)),
-        min_clients=config.min_clients))
-    enrol(grid, roster, bound, job.stage_timeout)
     runtime = FlowerRuntime(grid, job.stage_timeout, progress=job.out / "progress.jsonl")
     key_holder = None if roster.key_holder is None else RemoteKeyHolder(grid, roster.key_holder, job.stage_timeout)
-    aggregator = protection.remote_aggregator(config.protection(), bound, roster.identities, key_holder,
-                                              roster.public_key, clients=config.per_round())
-    federation = server_federation(job, tuple(roster.clients[c] for c in range(config.clients)), examples, bound,
-                                   aggregator, runtime)
+    parties = protection.RemoteParties(roster.identities, bound, key_holder, roster.public_key)
+    # the ring, the CKKS modulus, the noise multiplier for the clients as they reported: refused (ConfigError)
+    # before anyone is enrolled
+    federation = server_federation(job, RemoteClients(runtime, parties, tuple(roster.clients[c] for c in ids),
+                                                      examples, tuple(roster.batches[c] for c in ids)))
+    enrol(grid, roster, bound, federation.noise_multiplier, job.stage_timeout)
     federation.history.config = {**config.describe(), "runtime": "flower", **({"app": job.app} if job.app else {})}
 
     def save(_record: object = None) -> None:

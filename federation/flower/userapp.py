@@ -28,9 +28,7 @@ from federation.client import FederatedClient, TrainFn, train_epoch
 from federation.errors import ConfigError
 from federation.experiment import ExperimentConfig, RemoteClients, build_federation, local_client
 from federation.flower.job import FlowerJob
-from federation.runtime import Runtime
 from federation.server import Federation
-from secagg.aggregation import Aggregator
 
 
 @dataclass(frozen=True)
@@ -93,27 +91,20 @@ def node_client(job: FlowerJob, index: int) -> FederatedClient:
                            proximal_mu=config.strategy.client_proximal_mu)
 
 
-def server_federation(job: FlowerJob, nodes: tuple[int, ...], examples: tuple[int, ...], bound: float,
-                      aggregator: Aggregator, runtime: Runtime) -> Federation:
-    """The server's federation over the remote clients (client ``c`` at SuperNode ``nodes[c]``, reporting
-    ``examples[c]``): the app's global model and test set, or the built-in job's."""
+def server_federation(job: FlowerJob, remote: RemoteClients) -> Federation:
+    """The server's federation over the ``remote`` clients: the app's global model and test set, or the
+    built-in job's; the protection and DP modes are the run's, made for the remote parties."""
     config, out = job.config, job.out
     if job.app is None:
-        def same_bound(own: float) -> Aggregator:  # the built-in partition, as the server computes it
-            if own != bound:
-                raise ConfigError(f"the clients report a largest shard of {bound:g} examples, the built-in job's "
-                                  f"partition has {own:g}: are the nodes running another version?")
-            return aggregator
-
-        return build_federation(config, checkpoint_dir=out, remote=RemoteClients(runtime, nodes, same_bound))
+        return build_federation(config, checkpoint_dir=out, remote=remote)
     own = load_app(job.app).server(config)
     if not isinstance(own, ServerJob):
         raise ConfigError(f"app {job.app!r}: server() returned {type(own).__name__}, not a ServerJob")
-    federation = Federation(own.model, aggregator=aggregator, runtime=runtime, test_data=own.test_data,
-                            loss_fn=own.loss_fn, checkpoint_dir=Path(out), config=config.federation_config(),
+    federation = Federation(own.model, secure=config.protection(), dp=config.privacy_mode(), runtime=remote.runtime,
+                            parties=remote.parties, test_data=own.test_data, loss_fn=own.loss_fn,
+                            checkpoint_dir=Path(out), config=config.federation_config(),
                             preprocessing=own.preprocessing, run_info={"app": job.app},
                             description={**config.describe(), "app": job.app})
-    for node, count in zip(nodes, examples):
-        federation.add_remote_client(node, count)
+    remote.register(federation)
     federation.prepare()
     return federation

@@ -24,7 +24,7 @@ from secagg.ckks.params import CKKSParams
 from secagg.ckks.server import MAX_CHALLENGES, CKKSServer, KeyHolderPort, encode_sketch
 from secagg.ckks.signing import KEY_ID_BYTES, contribution_digest, contribution_payload, sketch_payload
 from secagg.envelopes import open_envelope, seal_envelope
-from secagg.errors import MessageError, ProtocolError, UpdateRejected
+from secagg.errors import ConfigurationError, MessageError, ProtocolError, UpdateRejected
 from secagg.identity import IdentityRegistry
 from secagg.primitives.keys import SigningKey
 from secagg.primitives.noise import secure_gaussian
@@ -155,10 +155,11 @@ class CKKSAggregator:
         self.public = PublicContext(self.params, self.key_holder.public_key)
 
     @classmethod
-    def with_key_holder(cls, params: CKKSParams, key_holder: KeyHolderPort, public_key: bytes,
+    def with_key_holder(cls, params: CKKSParams, key_holder: KeyHolderPort | None, public_key: bytes,
                         identities: IdentityRegistry) -> CKKSAggregator:
         """The aggregator's side only, for a key holder that is another party (reached through ``key_holder``)
-        and clients that keep their own identity keys (registered in ``identities``)."""
+        and clients that keep their own identity keys (registered in ``identities``). A client in a deployment
+        makes it without ``key_holder``: it opens client sessions only."""
         self = cls.__new__(cls)
         self.params, self.identities, self.key_holder = params, identities, key_holder
         self.public = PublicContext(params, public_key)
@@ -168,6 +169,12 @@ class CKKSAggregator:
         self.identities.enrol(ctx.clients)
         return CKKSClient(ctx, client_id, update, weight, self.public, self.identities.signing_key(client_id))
 
+    def resume_client_session(self, ctx: RoundContext, client_id: int, state: bytes) -> CKKSClient:
+        """The session :meth:`client_session` opened and the client suspended between stages (its own bytes)."""
+        return CKKSClient.resume(state, ctx, client_id, self.identities.signing_key(client_id))
+
     def server_session(self, ctx: RoundContext) -> CKKSServer:
+        if self.key_holder is None:
+            raise ConfigurationError("this CKKS aggregator reaches no key holder: it opens client sessions only")
         self.identities.enrol(ctx.clients)
         return CKKSServer(ctx, self.public, self.identities.directory, self.key_holder)

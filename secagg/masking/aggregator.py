@@ -43,6 +43,11 @@ class MaskingAggregator:
         return MaskingClient(ctx, client_id, update, weight, self.config, self.encoder(ctx),
                              self.identities.signing_key(client_id), self.identities.directory)
 
+    def resume_client_session(self, ctx: RoundContext, client_id: int, state: bytes) -> MaskingClient:
+        """The session :meth:`client_session` opened and the client suspended between stages (its own bytes)."""
+        return MaskingClient.resume(state, ctx, client_id, self.config, self.encoder(ctx),
+                                    self.identities.signing_key(client_id), self.identities.directory)
+
     def server_session(self, ctx: RoundContext) -> MaskingServer:
         self.identities.enrol(ctx.clients)
         return MaskingServer(ctx, self.config, self.encoder(ctx), self.identities.directory)

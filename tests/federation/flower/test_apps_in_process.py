@@ -124,7 +124,7 @@ def test_a_client_reporting_no_examples_is_refused_before_enrolment(tmp_path, mo
 
     config = ExperimentConfig(clients=2, rounds=1, local_epochs=1, hidden=8, secure=SecureMode.MASK)
     job = FlowerJob(config, tmp_path / "out", app=TEMPLATE)
-    monkeypatch.setattr(client_app, "node_client", lambda job, index: SimpleNamespace(num_examples=index))
+    monkeypatch.setattr(client_app, "node_client", lambda job, index: SimpleNamespace(num_examples=index, loader=range(index)))
     grid = InProcessGrid(job, _nodes(2, SecureMode.MASK))
     with pytest.raises(ConfigError, match="client 0 on SuperNode 10 has no examples"):
         server_app.run(grid, job)

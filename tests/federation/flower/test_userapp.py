@@ -61,12 +61,14 @@ def test_a_bad_run_configuration_is_a_config_error(tmp_path, change, message):
 
 
 def test_what_flower_does_not_run_is_refused_when_the_job_is_made(tmp_path):
-    dp = ExperimentConfig(dp=DPMode.CENTRAL, privacy=PrivacySettings(noise_multiplier=1.0))
-    with pytest.raises(ConfigError, match="does not support --dp"):
-        FlowerJob(dp, tmp_path)
-    run_config = {**FlowerJob(ExperimentConfig(), tmp_path).run_config(), "config": json.dumps(dp.to_dict())}
-    with pytest.raises(ConfigError, match="does not support --dp"):
+    simulated = ExperimentConfig(dropout=0.2)
+    with pytest.raises(ConfigError, match="real dropouts only"):
+        FlowerJob(simulated, tmp_path)
+    run_config = {**FlowerJob(ExperimentConfig(), tmp_path).run_config(), "config": json.dumps(simulated.to_dict())}
+    with pytest.raises(ConfigError, match="real dropouts only"):
         FlowerJob.from_context(_context(run_config))
+    dp = ExperimentConfig(dp=DPMode.CENTRAL, privacy=PrivacySettings(noise_multiplier=1.0))
+    assert FlowerJob(dp, tmp_path).config.privacy == dp.privacy  # DP runs on Flower
 
 
 def test_an_app_that_is_not_installed_or_lacks_its_functions_is_refused(monkeypatch):
