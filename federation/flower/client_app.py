@@ -166,7 +166,12 @@ def _noise_multiplier(message: Message, job: FlowerJob, context: Context) -> flo
         if isinstance(dp, DPSGD):
             return z
     else:
-        batches = len(_client(job, _client_index(context), context).loader)
+        client = _client(job, _client_index(context), context)
+        batches = len(client.loader)
+        if isinstance(dp, DPSGD):  # a model Opacus cannot train privately is refused now, not every round
+            from dp.dpsgd import check_model
+
+            check_model(client.model)
     protection.check_noise_multiplier(dp, job.config.population(), z, batches)
     return z
 

@@ -153,9 +153,11 @@ def enrol(grid: Grid, roster: Roster, bound: float, noise_multiplier: float | No
     messages = {n: Message(payload(**fields[n]), dst_node_id=n, message_type="query.enrol", group_id="enrol")
                 for n in nodes}
     replies = exchange(grid, messages, timeout)
-    missing = [n for n in nodes if n not in replies or _error_of(replies[n])]
+    missing = {n: "no answer" if n not in replies else _error_of(replies[n]) for n in nodes}
+    missing = {n: why for n, why in missing.items() if why}
     if missing:
-        raise ConfigError(f"SuperNodes {missing} did not accept the enrolment")
+        reasons = "; ".join(f"{n}: {why}" for n, why in sorted(missing.items()))
+        raise ConfigError(f"SuperNodes {sorted(missing)} did not accept the enrolment ({reasons})")
 
 
 @app.main()

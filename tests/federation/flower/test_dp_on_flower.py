@@ -155,3 +155,21 @@ def test_a_client_reporting_other_privacy_events_is_rejected_and_still_charged(t
     assert all("the server accounts" in r["per_client"][0]["reason"] for r in rounds)
     ledger = PrivacyLedger.load(job.out / "ledger.json")
     assert ledger.epsilon(0) > 0  # what it trained with is charged even though its update was refused
+
+
+def test_a_model_dp_sgd_cannot_train_is_refused_at_enrolment_with_the_reason(tmp_path, monkeypatch):
+    import torch
+
+    from federation.errors import ConfigError
+    from federation.flower import client_app
+    from federation.flower.userapp import node_client
+
+    def with_batch_norm(job, index):
+        client = node_client(job, index)
+        client.model.add_module("norm", torch.nn.BatchNorm1d(10))
+        return client
+
+    monkeypatch.setattr(client_app, "node_client", with_batch_norm)
+    job = FlowerJob(_config(DPMode.LOCAL, SecureMode.NONE, dict(noise_multiplier=1.0)), tmp_path / "out")
+    with pytest.raises(ConfigError, match="did not accept the enrolment.*BatchNorm"):
+        server_app.run(InProcessGrid(job, _nodes(3, SecureMode.NONE)), job)
