@@ -173,3 +173,18 @@ def test_a_model_dp_sgd_cannot_train_is_refused_at_enrolment_with_the_reason(tmp
     job = FlowerJob(_config(DPMode.LOCAL, SecureMode.NONE, dict(noise_multiplier=1.0)), tmp_path / "out")
     with pytest.raises(ConfigError, match="did not accept the enrolment.*BatchNorm"):
         server_app.run(InProcessGrid(job, _nodes(3, SecureMode.NONE)), job)
+
+
+@pytest.mark.parametrize("dp, secure", [(DPMode.LOCAL, SecureMode.MASK), (DPMode.DISTRIBUTED, SecureMode.CKKS)])
+def test_the_user_s_own_app_trains_with_dp_on_the_nodes(tmp_path, dp, secure):
+    from federation.flower import app_template
+
+    config = _config(dp, secure, dict(noise_multiplier=0.5))
+    job = FlowerJob(config, tmp_path / "out", app="federation.flower.app_template")
+    rounds, ledger = _flower(job)
+    assert [r["status"] for r in rounds] == ["ok", "ok"]
+    examples = [len(app_template.load_data(f"train-{i}", config)) for i in range(3)]
+    if dp is DPMode.LOCAL:  # each client charged its own DP-SGD: batches of its own shard, as it reported
+        steps = [ledger.terms(c)[0] for c in range(3)]
+        assert len({str(s) for s in steps}) == 3, (examples, steps)
+    assert all(ledger.epsilon(c) > 0 for c in range(3))
