@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -91,9 +92,28 @@ def client_nodes(clients: int, key_holder: bool) -> list[str]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port to listen on, free now and below the kernel's ephemeral range: a port the kernel hands out
+    (``bind`` to 0) can be taken by any outgoing connection before the process we give it to listens on it,
+    and SuperNodes polling their SuperLink make outgoing connections all the time."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)  # not a secret: only a port to try
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: take the kernel's choice
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _toml_string(value: str) -> str:
