@@ -25,6 +25,7 @@ from flwr.clientapp import ClientApp
 
 from dp.errors import DPError
 from federation import protection
+from federation.calibration import check_noise_multiplier
 from federation.client import FederatedClient
 from federation.config import CKKS, DPSGD
 from federation.errors import ConfigError, FederationError
@@ -155,7 +156,7 @@ def enrol(message: Message, context: Context) -> Message:
 
 def _noise_multiplier(message: Message, job: FlowerJob, context: Context) -> float | None:
     """The noise multiplier the enrolment announces, once this node checked it against the run's privacy
-    settings (:func:`federation.protection.check_noise_multiplier`): a client never trains or noises with
+    settings (:func:`federation.calibration.check_noise_multiplier`): a client never trains or noises with
     less noise than its own settings require. None without DP."""
     dp = job.config.privacy_mode()
     if dp is None:
@@ -172,7 +173,7 @@ def _noise_multiplier(message: Message, job: FlowerJob, context: Context) -> flo
             from dp.dpsgd import check_model
 
             check_model(client.model)
-    protection.check_noise_multiplier(dp, job.config.population(), z, batches)
+    check_noise_multiplier(dp, job.config.population(), z, batches)
     return z
 
 

@@ -1,6 +1,6 @@
 """A SuperNode's enrolment, pinned at first use: the identity directory, the public bound on a client's weight
 (both sides of the encoders must use the same one), with DP the noise multiplier (each node checks it against
-its own privacy settings first: :func:`federation.protection.check_noise_multiplier`) and, with CKKS, the key
+its own privacy settings first: :func:`federation.calibration.check_noise_multiplier`) and, with CKKS, the key
 holder's identity and its signed public key.
 
 The ServerApp (the aggregator) sends the enrolment, so it must not be able to change it later: a second

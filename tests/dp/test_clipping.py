@@ -111,3 +111,20 @@ def test_adaptive_clipping_needs_central_mode_and_count_noise_above_half_z():
         ClientLevelDP(2.0, 1.0, adaptive=AdaptiveClipping(count_noise=1.0))
     with pytest.raises(InvalidPrivacyParameter):
         AdaptiveClipping(quantile=1.0)
+
+
+def test_a_client_takes_the_server_s_round_clip_only_where_the_clip_adapts():
+    adaptive = ClientLevelDPAggregator(PlaintextAggregator(), ClientLevelDP(
+        1.0, 0.5, adaptive=AdaptiveClipping(0.5, 1.0, 0.2)))
+    assert adaptive.round_settings() == {"clip": 0.5}
+    adaptive.apply_round_settings({"clip": 0.8})
+    assert adaptive.clip == 0.8 and adaptive.round_settings() == {"clip": 0.8}
+    for bad in ({"clip": 0.0}, {"clip": float("nan")}, {"clip": True}, {"clip": "1"}, {"noise": 1.0}):
+        with pytest.raises(InvalidPrivacyParameter):
+            adaptive.apply_round_settings(bad)
+    assert adaptive.clip == 0.8
+    fixed = ClientLevelDPAggregator(PlaintextAggregator(), ClientLevelDP(1.0, 0.5, ClientLevelMode.DISTRIBUTED))
+    assert fixed.round_settings() == {}
+    fixed.apply_round_settings({})
+    with pytest.raises(InvalidPrivacyParameter, match="does not adapt"):
+        fixed.apply_round_settings({"clip": 0.5})
