@@ -1,0 +1,198 @@
+"""Real dropouts on Flower end as the in-process run's simulated ones.
+
+A node that stops answering from stage ``s`` of a round on (its SuperNode died, its link broke) is waited
+out by the Flower runtime and marked dropped before stage ``s``; in-process the same client gets
+``drop_stage = s``. For every protection mode and every stage a client can drop at (and the CKKS key holder
+silent at its decryption), both runs of the same configuration must end the same: status, clients, dropped,
+rejected, survivors, each client's reason, the abort reason, and final parameters equal up to the mode's
+rounding. The ServerApp and ClientApps run in this process (``InProcessGrid``); the real processes are in
+test_dropouts_processes.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Message  # noqa: E402
+
+from federation.experiment import ExperimentConfig, SecureMode, build_federation  # noqa: E402
+from federation.flower import client_app, server_app  # noqa: E402
+from federation.flower.job import FlowerJob  # noqa: E402
+from federation.params import get_vector  # noqa: E402
+from federation.runtime import InProcessRuntime, RoundOutcome  # noqa: E402
+from secagg.aggregation import Aggregator, RoundContext  # noqa: E402
+from secagg.ckks.request import DecryptionRequest, Release  # noqa: E402
+from secagg.errors import DecryptionRefused  # noqa: E402
+from secagg.masking import MaskingConfig  # noqa: E402
+from tests.federation.flower.test_apps_in_process import InProcessGrid, _nodes, flower_messages  # noqa: E402,F401
+
+Plan = dict[int, dict[int, int]]  # round -> client -> the stage it falls silent at
+NODE_OFFSET = 10  # InProcessGrid's node id of client c is c + 10
+TIMEOUT = 0.1  # seconds the Flower runtime waits for a stage's answers: a silent node is waited out
+
+
+class PlannedDropouts(InProcessRuntime):
+    """The in-process runtime with ``drop_stage`` taken from ``plan`` (round -> client -> stage)."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def run_round(self, ctx: RoundContext, params: np.ndarray, clients, seeds, drop_stage,
+                  aggregator: Aggregator) -> RoundOutcome:
+        return super().run_round(ctx, params, clients, seeds, {**drop_stage, **self.plan.get(ctx.round, {})},
+                                 aggregator)
+
+
+class SilentNodesGrid(InProcessGrid):
+    """Client ``c``'s node answers nothing from stage ``plan[r][c]`` of round ``r`` on (stage 0: the training
+    message; stage k: the k-th ``stage`` message of the round); the CKKS key holder answers no decryption
+    request in rounds ``key_holder_silent``. A message that goes unanswered gets an id no reply ever has."""
+
+    def __init__(self, job: FlowerJob, plan: Plan, key_holder_silent: frozenset[int] = frozenset()) -> None:
+        super().__init__(job, _nodes(job.config.clients, job.config.secure))
+        self.plan, self.key_holder_silent = plan, key_holder_silent
+        self.stage: dict[tuple[int, int], int] = defaultdict(int)
+        self.ids = itertools.count()
+
+    def _answered(self, message: Message) -> bool:
+        kind, node = message.metadata.message_type, message.metadata.dst_node_id
+        if kind == "query.decrypt":
+            return int(message.metadata.group_id) not in self.key_holder_silent
+        if kind not in ("query.train", "query.stage"):
+            return True
+        round_index = int(message.metadata.group_id)
+        key = (round_index, node)
+        self.stage[key] = 0 if kind == "query.train" else self.stage[key] + 1
+        silent_from = self.plan.get(round_index, {}).get(node - NODE_OFFSET)
+        return silent_from is None or self.stage[key] < silent_from
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        """Answer each message at once, unless its node is silent by then; every message gets a fresh id."""
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = ident = f"m{next(self.ids)}"  # as Flower sets it
+            if self._answered(message):
+                handler = getattr(client_app, message.metadata.message_type.split(".", 1)[1])
+                self.replies[ident] = handler(message, self.contexts[message.metadata.dst_node_id])
+            ids.append(ident)
+        return ids
+
+
+class SilentKeyHolder:
+    """The in-process twin of a key holder that does not answer: the refusal the Flower server's proxy raises."""
+
+    def decrypt(self, request: DecryptionRequest) -> Release:
+        raise DecryptionRefused("the key holder did not answer")
+
+
+@dataclass(frozen=True)
+class Case:
+    config: ExperimentConfig
+    plan: Plan
+    key_holder_silent: frozenset[int] = frozenset()
+
+
+def in_process(case: Case) -> tuple[list[dict], np.ndarray]:
+    federation = build_federation(case.config)
+    federation.runtime = PlannedDropouts(case.plan)
+    if case.key_holder_silent:
+        inner = federation.aggregator
+        real = inner.key_holder
+
+        class Sometimes:
+            def decrypt(self, request: DecryptionRequest) -> Release:
+                return (SilentKeyHolder() if request.round in case.key_holder_silent else real).decrypt(request)
+
+        inner.key_holder = Sometimes()
+    history = federation.run()
+    return [r.to_dict() for r in history], get_vector(federation.model)
+
+
+def on_flower(case: Case, out: Path) -> tuple[list[dict], np.ndarray]:
+    job = FlowerJob(case.config, out, stage_timeout=TIMEOUT)
+    server_app.run(SilentNodesGrid(job, case.plan, case.key_holder_silent), job)
+    rounds = json.loads((out / "results.json").read_text())["rounds"]
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as ckpt:
+        return rounds, ckpt["params"]
+
+
+def outcome(record: dict) -> dict:
+    """What must agree: everything but measurements (times, and bytes a dropped client did not send)."""
+    keys = ("round", "status", "clients", "dropped", "rejected", "survivors", "abort_reason")
+    return {**{k: record[k] for k in keys},
+            "per_client": [(c["client"], c["status"], c["reason"]) for c in record["per_client"]]}
+
+
+def base(secure: SecureMode, consistency_check: bool = False, **changes) -> ExperimentConfig:
+    """Four clients, two rounds (the silent node is back in the second), releases need two contributions."""
+    return ExperimentConfig(clients=4, rounds=2, local_epochs=1, hidden=16, secure=secure, seed=5, min_clients=2,
+                            masking=MaskingConfig(consistency_check=consistency_check), **changes)
+
+
+# Parameters agree up to the mode's own rounding: none for plaintext (float64 sums of the same float32 deltas);
+# masking's fixed point (2^-20 of the clip per step) and CKKS's release rounding, with stochastic rounding and
+# fresh randomness in each run: observed differences are about 2e-6, the bound is ten times that.
+ROUNDING = {SecureMode.NONE: 1e-6, SecureMode.MASK: 2e-5, SecureMode.CKKS: 2e-5}
+
+
+def assert_same_outcome(case: Case, out: Path) -> list[dict]:
+    """Run ``case`` in-process and on Flower; the records of both must agree. Returns Flower's records."""
+    expected, expected_params = in_process(case)
+    rounds, params = on_flower(case, out)
+    assert [outcome(r) for r in rounds] == [outcome(r) for r in expected]
+    assert [r["accuracy"] for r in rounds] == pytest.approx([r["accuracy"] for r in expected], abs=0.01)
+    np.testing.assert_allclose(params, expected_params, rtol=0, atol=ROUNDING[case.config.secure])
+    return rounds
+
+
+# Every stage a client can fall silent at: plaintext has one, masking four (six with the consistency check:
+# advertise, reveal, shares, input, signature, unmasking), CKKS two (upload, sketch).
+SINGLE_DROPS = ([(SecureMode.NONE, False, 0)] + [(SecureMode.MASK, False, s) for s in range(4)]
+                + [(SecureMode.MASK, True, s) for s in range(6)] + [(SecureMode.CKKS, False, s) for s in range(2)])
+
+
+@pytest.mark.parametrize("secure, consistency_check, stage", SINGLE_DROPS,
+                         ids=[f"{m.value}{'+check' if c else ''}-stage{s}" for m, c, s in SINGLE_DROPS])
+def test_a_node_silent_from_a_stage_on_is_the_in_process_dropout_at_that_stage(tmp_path, secure,
+                                                                                consistency_check, stage):
+    case = Case(base(secure, consistency_check), {1: {2: stage}})
+    rounds = assert_same_outcome(case, tmp_path / "out")
+    assert rounds[0]["dropped"] == [2] and rounds[0]["per_client"][2]["reason"] == f"dropped before stage {stage}"
+    assert rounds[1]["status"] == "ok" and rounds[1]["survivors"] == 4  # the node answers again next round
+
+
+@pytest.mark.parametrize("secure, plan", [
+    (SecureMode.NONE, {0: 0, 1: 0, 2: 0}),  # one upload left, two needed
+    (SecureMode.MASK, {0: 0, 1: 0}),  # a key list must name a strict majority
+    (SecureMode.MASK, {1: 2, 2: 2, 3: 2}),  # one masked input left
+    (SecureMode.MASK, {0: 3, 1: 3, 2: 3}),  # too few unmasking shares to remove the masks
+    (SecureMode.CKKS, {0: 0, 1: 1, 3: 1}),  # one sketch left: the key holder's policy wants two
+], ids=["none-stage0", "mask-advertise", "mask-input", "mask-unmask", "ckks-sketch"])
+def test_too_many_silent_nodes_abort_the_round_as_in_process(tmp_path, secure, plan):
+    rounds = assert_same_outcome(Case(base(secure), {1: plan}), tmp_path / "out")
+    assert [r["status"] for r in rounds] == ["aborted", "ok"]
+
+
+def test_a_node_silent_at_the_repeated_ckks_challenge_is_dropped_there(tmp_path):
+    """A dropout at the sketch makes the server challenge the others again (a third stage); one of them silent
+    there is dropped before stage 2, and the round cannot end without its sketch."""
+    rounds = assert_same_outcome(Case(base(SecureMode.CKKS), {1: {2: 1, 3: 2}}), tmp_path / "out")
+    assert rounds[0]["status"] == "aborted" and rounds[0]["dropped"] == [2, 3]
+    assert rounds[0]["per_client"][3]["reason"] == "dropped before stage 2"
+
+
+def test_a_key_holder_silent_at_decryption_aborts_the_round_as_a_refusal_in_process(tmp_path):
+    case = Case(base(SecureMode.CKKS), {}, key_holder_silent=frozenset({1}))
+    rounds = assert_same_outcome(case, tmp_path / "out")
+    assert [r["status"] for r in rounds] == ["aborted", "ok"]
+    assert rounds[0]["abort_reason"] == "key holder refused: DecryptionRefused: the key holder did not answer"
