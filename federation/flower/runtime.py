@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 from federation.flower.codec import encode_context, field, payload
 from federation.flower.polling import Backoff
 from federation.messages import encode_broadcast
-from federation.runtime import (ClientReport, RoundOutcome, drive_stages, mark_dropped, mark_rejected,
+from federation.runtime import (ClientReport, RoundOutcome, abort, drive_stages, mark_dropped, mark_rejected,
                                 record_training)
 from secagg.aggregation import Aggregator, RoundContext
 from secagg.errors import MessageError
@@ -63,6 +63,11 @@ class FlowerRuntime:
             raise MessageError("the Flower runtime has real dropouts only")
         reports = {c: ClientReport(c) for c in ctx.clients}
         started = time.perf_counter()
+        try:
+            server = aggregator.server_session(ctx)
+        except Exception as err:  # as in-process: before anyone trains, so nothing is spent on the round
+            self._mark(ctx.round, "end")
+            return RoundOutcome(None, abort(ctx, err), reports, time.perf_counter() - started)
         broadcast, ctx_bytes = encode_broadcast(ctx, params), encode_context(ctx)
         server_seconds = time.perf_counter() - started
         self._mark(ctx.round, 0)
@@ -92,7 +97,7 @@ class FlowerRuntime:
                     mark_rejected(reports[c], err)
             return answers
 
-        result, reason, seconds = drive_stages(ctx, aggregator.server_session(ctx), uploads, reports, next_stage)
+        result, reason, seconds = drive_stages(ctx, server, uploads, reports, next_stage)
         self._mark(ctx.round, "end")
         return RoundOutcome(result, reason, reports, server_seconds + seconds, list(result.events) if result else [])
 

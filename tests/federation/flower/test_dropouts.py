@@ -31,9 +31,10 @@ from federation.params import get_vector  # noqa: E402
 from federation.runtime import InProcessRuntime, RoundOutcome  # noqa: E402
 from secagg.aggregation import Aggregator, RoundContext  # noqa: E402
 from secagg.ckks.request import DecryptionRequest, Release  # noqa: E402
-from secagg.errors import DecryptionRefused  # noqa: E402
+from secagg.errors import ConfigurationError, DecryptionRefused  # noqa: E402
 from secagg.masking import MaskingConfig  # noqa: E402
-from tests.federation.flower.test_apps_in_process import InProcessGrid, _nodes, flower_messages  # noqa: E402,F401
+from tests.federation.flower.test_apps_in_process import (InProcessGrid, _nodes, flower_messages,  # noqa: E402,F401
+                                                          long_lived)
 
 Plan = dict[int, dict[int, int]]  # round -> client -> the stage it falls silent at
 NODE_OFFSET = 10  # InProcessGrid's node id of client c is c + 10
@@ -171,6 +172,19 @@ def test_a_node_silent_from_a_stage_on_is_the_in_process_dropout_at_that_stage(t
     assert rounds[1]["status"] == "ok" and rounds[1]["survivors"] == 4  # the node answers again next round
 
 
+LIVE_DROPS = [(SecureMode.MASK, s) for s in range(4)] + [(SecureMode.CKKS, s) for s in range(2)]
+
+
+@pytest.mark.parametrize("secure, stage", LIVE_DROPS, ids=[f"{m.value}-stage{s}" for m, s in LIVE_DROPS])
+def test_a_long_lived_clientapp_silent_from_a_stage_on_is_the_in_process_dropout(tmp_path, long_lived, secure,
+                                                                                  stage):
+    """The same with the node's session kept live in one process (federation.flower.executor): the session
+    left open by the silent round is replaced at the next round's training."""
+    case = Case(base(secure), {1: {2: stage}})
+    rounds = assert_same_outcome(case, tmp_path / "out")
+    assert rounds[0]["dropped"] == [2] and rounds[1]["survivors"] == 4
+
+
 @pytest.mark.parametrize("secure, plan", [
     (SecureMode.NONE, {0: 0, 1: 0, 2: 0}),  # one upload left, two needed
     (SecureMode.MASK, {0: 0, 1: 0}),  # a key list must name a strict majority
@@ -196,3 +210,40 @@ def test_a_key_holder_silent_at_decryption_aborts_the_round_as_a_refusal_in_proc
     rounds = assert_same_outcome(case, tmp_path / "out")
     assert [r["status"] for r in rounds] == ["aborted", "ok"]
     assert rounds[0]["abort_reason"] == "key holder refused: DecryptionRefused: the key holder did not answer"
+
+
+class RefusesRound:
+    """An aggregator whose server session refuses round ``refused`` (as masking refuses a round of fewer than
+    two clients), otherwise ``inner``."""
+
+    def __init__(self, inner: Aggregator, refused: int) -> None:
+        self.inner, self.refused = inner, refused
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def server_session(self, ctx: RoundContext):
+        if ctx.round == self.refused:
+            raise ConfigurationError(f"round {ctx.round} refused")
+        return self.inner.server_session(ctx)
+
+
+def test_a_round_the_server_session_refuses_aborts_before_any_node_trains(tmp_path, monkeypatch):
+    """In-process a round whose server session cannot be made ends before anyone trains (nothing is spent on
+    it, no training time, no privacy budget); on Flower too: no training message is sent."""
+    from federation import protection
+
+    config = base(SecureMode.MASK)
+    federation = build_federation(config)
+    federation.aggregator = RefusesRound(federation.aggregator, 1)
+    expected = [r.to_dict() for r in federation.run()]
+    remote = protection.remote_aggregator
+    monkeypatch.setattr(protection, "remote_aggregator", lambda *a, **k: RefusesRound(remote(*a, **k), 1))
+    job = FlowerJob(config, tmp_path / "out", stage_timeout=TIMEOUT)
+    grid = SilentNodesGrid(job, {})
+    server_app.run(grid, job)
+    rounds = json.loads((tmp_path / "out" / "results.json").read_text())["rounds"]
+    assert [outcome(r) for r in rounds] == [outcome(r) for r in expected]
+    assert rounds[0]["abort_reason"] == "ConfigurationError: round 1 refused"
+    assert all(c["train_seconds"] == 0 for c in rounds[0]["per_client"])
+    assert {r for r, _node in grid.stage} == {2}  # no node was asked to train in round 1
