@@ -2,7 +2,8 @@
 
 It drives the same server sessions as the in-process runtime (:func:`federation.runtime.drive_stages`);
 only the carrying differs. A client whose answer does not arrive within the stage timeout (its SuperNode
-died, its link broke) has dropped out; one that answers with an error is rejected. Byte counts are those of
+died, its link broke) has dropped out, and so has one that answers that it lost the round's session (its
+ClientApp process restarted mid-round); one that answers with an error is rejected. Byte counts are those of
 our protocol messages, the same as in-process; Flower's own framing is not counted.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from federation.flower.codec import encode_context, field, payload
+from federation.flower.codec import encode_context, field, lost, payload
 from federation.flower.polling import Backoff
 from federation.messages import encode_broadcast
 from federation.runtime import (ClientReport, RoundOutcome, abort, drive_stages, mark_dropped, mark_rejected,
@@ -106,14 +107,16 @@ class FlowerRuntime:
 
     def _send(self, messages: dict[int, Message], clients: Mapping[int, Any], reports: dict[int, ClientReport],
               stage: int) -> dict[int, Message]:
-        """Answers by client id; silent clients are marked dropped before ``stage``."""
+        """Answers by client id; silent clients, and those that lost their session, are marked dropped before
+        ``stage``."""
         by_node = exchange(self.grid, messages, self.stage_timeout)
         answers = {}
         for c in messages:
             reply = by_node.get(clients[c])
-            if reply is None:
+            why = "gave no answer" if reply is None else lost(reply)
+            if why is not None:
                 mark_dropped(reports[c], stage)
-                log.warning("client %d gave no answer at stage %d: dropped", c, stage)
+                log.warning("client %d at stage %d: %s; dropped", c, stage, why)
             else:
                 answers[c] = reply
         return answers

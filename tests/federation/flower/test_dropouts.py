@@ -28,6 +28,7 @@ from federation.experiment import ExperimentConfig, SecureMode, build_federation
 from federation.flower import client_app, server_app  # noqa: E402
 from federation.flower.job import FlowerJob  # noqa: E402
 from federation.params import get_vector  # noqa: E402
+from federation.flower.live import LIVE  # noqa: E402
 from federation.runtime import InProcessRuntime, RoundOutcome  # noqa: E402
 from secagg.aggregation import Aggregator, RoundContext  # noqa: E402
 from secagg.ckks.request import DecryptionRequest, Release  # noqa: E402
@@ -247,3 +248,53 @@ def test_a_round_the_server_session_refuses_aborts_before_any_node_trains(tmp_pa
     assert rounds[0]["abort_reason"] == "ConfigurationError: round 1 refused"
     assert all(c["train_seconds"] == 0 for c in rounds[0]["per_client"])
     assert {r for r, _node in grid.stage} == {2}  # no node was asked to train in round 1
+
+
+class RestartedExecutorGrid(SilentNodesGrid):
+    """Long-lived ClientApps; client ``c``'s process restarts (its executor died and its SuperNode started a
+    new one) just before the message of stage ``restart[r][c]`` of round ``r``: what it kept in memory, the
+    client and the open session, is gone; what the node's context holds (keys, enrolment) is not."""
+
+    def __init__(self, job: FlowerJob, restart: Plan) -> None:
+        super().__init__(job, {})
+        self.restart = restart
+
+    def _answered(self, message: Message) -> bool:
+        answered = super()._answered(message)
+        node = message.metadata.dst_node_id
+        key = (int(message.metadata.group_id) if message.metadata.group_id.isdigit() else 0, node)
+        if self.restart.get(key[0], {}).get(node - NODE_OFFSET) == self.stage.get(key):
+            cache = LIVE.run(self.contexts[node])
+            cache.client = cache.session = cache.key_holder = None
+        return answered
+
+
+@pytest.mark.parametrize("secure, stage", [(SecureMode.MASK, 2), (SecureMode.CKKS, 1)])
+def test_a_restarted_executor_that_lost_the_session_is_the_in_process_dropout(tmp_path, long_lived, secure,
+                                                                              stage):
+    """The new process cannot go on with the round (the session's secrets were only in memory): the node says
+    so and the server counts it as dropped before that stage, as in-process, not as a refusal."""
+    config = base(secure)
+    expected, expected_params = in_process(Case(config, {1: {2: stage}}))
+    job = FlowerJob(config, tmp_path / "out", stage_timeout=TIMEOUT)
+    server_app.run(RestartedExecutorGrid(job, {1: {2: stage}}), job)
+    rounds = json.loads((tmp_path / "out" / "results.json").read_text())["rounds"]
+    with np.load(tmp_path / "out" / "checkpoint.npz", allow_pickle=False) as ckpt:
+        params = ckpt["params"]
+    assert [outcome(r) for r in rounds] == [outcome(r) for r in expected]
+    np.testing.assert_allclose(params, expected_params, rtol=0, atol=ROUNDING[secure])
+
+
+def test_only_a_lost_field_that_says_why_is_a_lost_session():
+    from flwr.app import ConfigRecord, RecordDict
+
+    from federation.flower.codec import RECORD, lost, payload
+
+    def reply(content: RecordDict) -> Message:
+        return Message(content, dst_node_id=1, message_type="query.stage")
+
+    assert lost(reply(payload(lost="no session"))) == "no session"
+    assert lost(reply(payload(upload=b"x"))) is None
+    assert lost(reply(payload(lost=1))) is None  # then an answer without an upload: rejected
+    assert lost(reply(RecordDict({"other": ConfigRecord({"lost": "x"})}))) is None
+    assert RECORD == "secagg"
