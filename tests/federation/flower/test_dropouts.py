@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("flwr")
 
@@ -135,10 +138,10 @@ def outcome(record: dict) -> dict:
             "per_client": [(c["client"], c["status"], c["reason"]) for c in record["per_client"]]}
 
 
-def base(secure: SecureMode, consistency_check: bool = False, **changes) -> ExperimentConfig:
+def base(secure: SecureMode, consistency_check: bool = False, rounds: int = 2) -> ExperimentConfig:
     """Four clients, two rounds (the silent node is back in the second), releases need two contributions."""
-    return ExperimentConfig(clients=4, rounds=2, local_epochs=1, hidden=16, secure=secure, seed=5, min_clients=2,
-                            masking=MaskingConfig(consistency_check=consistency_check), **changes)
+    return ExperimentConfig(clients=4, rounds=rounds, local_epochs=1, hidden=16, secure=secure, seed=5,
+                            min_clients=2, masking=MaskingConfig(consistency_check=consistency_check))
 
 
 # Parameters agree up to the mode's own rounding: none for plaintext (float64 sums of the same float32 deltas);
@@ -298,3 +301,26 @@ def test_only_a_lost_field_that_says_why_is_a_lost_session():
     assert lost(reply(payload(lost=1))) is None  # then an answer without an upload: rejected
     assert lost(reply(RecordDict({"other": ConfigRecord({"lost": "x"})}))) is None
     assert RECORD == "secagg"
+
+
+MODES = {"none": (SecureMode.NONE, False, 1), "mask": (SecureMode.MASK, False, 4),
+         "mask+check": (SecureMode.MASK, True, 6), "ckks": (SecureMode.CKKS, False, 3)}  # CKKS: with the repeat
+
+
+@st.composite
+def schedules(draw) -> tuple[str, dict[int, int]]:
+    """A mode, and for each of the four clients either no dropout or the stage it falls silent at."""
+    mode = draw(st.sampled_from(sorted(MODES)))
+    stages = MODES[mode][2]
+    plan = draw(st.dictionaries(st.integers(0, 3), st.integers(0, stages - 1), max_size=4))
+    return mode, plan
+
+
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(schedules())
+def test_any_schedule_of_silent_nodes_ends_as_in_process(schedule):
+    mode, plan = schedule
+    secure, consistency_check, _ = MODES[mode]
+    with tempfile.TemporaryDirectory() as out:
+        assert_same_outcome(Case(base(secure, consistency_check, rounds=1), {1: plan}), Path(out) / "out")
