@@ -170,13 +170,13 @@ SINGLE_DROPS = ([(SecureMode.NONE, False, 0)] + [(SecureMode.MASK, False, s) for
                          ids=[f"{m.value}{'+check' if c else ''}-stage{s}" for m, c, s in SINGLE_DROPS])
 def test_a_node_silent_from_a_stage_on_is_the_in_process_dropout_at_that_stage(tmp_path, secure,
                                                                                 consistency_check, stage):
-    case = Case(base(secure, consistency_check), {1: {2: stage}})
-    rounds = assert_same_outcome(case, tmp_path / "out")
-    assert rounds[0]["dropped"] == [2] and rounds[0]["per_client"][2]["reason"] == f"dropped before stage {stage}"
-    assert rounds[1]["status"] == "ok" and rounds[1]["survivors"] == 4  # the node answers again next round
+    """One round (the silent nodes of the other tests are back, and trained, in their second round)."""
+    case = Case(base(secure, consistency_check, rounds=1), {1: {2: stage}})
+    (record,) = assert_same_outcome(case, tmp_path / "out")
+    assert record["dropped"] == [2] and record["per_client"][2]["reason"] == f"dropped before stage {stage}"
 
 
-LIVE_DROPS = [(SecureMode.MASK, s) for s in range(4)] + [(SecureMode.CKKS, s) for s in range(2)]
+LIVE_DROPS = [(SecureMode.MASK, 2), (SecureMode.CKKS, 1)]
 
 
 @pytest.mark.parametrize("secure, stage", LIVE_DROPS, ids=[f"{m.value}-stage{s}" for m, s in LIVE_DROPS])
@@ -186,7 +186,7 @@ def test_a_long_lived_clientapp_silent_from_a_stage_on_is_the_in_process_dropout
     left open by the silent round is replaced at the next round's training."""
     case = Case(base(secure), {1: {2: stage}})
     rounds = assert_same_outcome(case, tmp_path / "out")
-    assert rounds[0]["dropped"] == [2] and rounds[1]["survivors"] == 4
+    assert rounds[0]["dropped"] == [2] and rounds[1]["status"] == "ok" and rounds[1]["survivors"] == 4
 
 
 @pytest.mark.parametrize("secure, plan", [
@@ -199,12 +199,13 @@ def test_a_long_lived_clientapp_silent_from_a_stage_on_is_the_in_process_dropout
 def test_too_many_silent_nodes_abort_the_round_as_in_process(tmp_path, secure, plan):
     rounds = assert_same_outcome(Case(base(secure), {1: plan}), tmp_path / "out")
     assert [r["status"] for r in rounds] == ["aborted", "ok"]
+    assert rounds[1]["survivors"] == 4  # the silent nodes answer again, and train, in the next round
 
 
 def test_a_node_silent_at_the_repeated_ckks_challenge_is_dropped_there(tmp_path):
     """A dropout at the sketch makes the server challenge the others again (a third stage); one of them silent
     there is dropped before stage 2, and the round cannot end without its sketch."""
-    rounds = assert_same_outcome(Case(base(SecureMode.CKKS), {1: {2: 1, 3: 2}}), tmp_path / "out")
+    rounds = assert_same_outcome(Case(base(SecureMode.CKKS, rounds=1), {1: {2: 1, 3: 2}}), tmp_path / "out")
     assert rounds[0]["status"] == "aborted" and rounds[0]["dropped"] == [2, 3]
     assert rounds[0]["per_client"][3]["reason"] == "dropped before stage 2"
 
@@ -272,7 +273,7 @@ class RestartedExecutorGrid(SilentNodesGrid):
         return answered
 
 
-@pytest.mark.parametrize("secure, stage", [(SecureMode.MASK, 2), (SecureMode.CKKS, 1)])
+@pytest.mark.parametrize("secure, stage", LIVE_DROPS, ids=[f"{m.value}-stage{s}" for m, s in LIVE_DROPS])
 def test_a_restarted_executor_that_lost_the_session_is_the_in_process_dropout(tmp_path, long_lived, secure,
                                                                               stage):
     """The new process cannot go on with the round (the session's secrets were only in memory): the node says
@@ -316,7 +317,7 @@ def schedules(draw) -> tuple[str, dict[int, int]]:
     return mode, plan
 
 
-@settings(max_examples=8, deadline=None, derandomize=True,
+@settings(max_examples=6, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(schedules())
 def test_any_schedule_of_silent_nodes_ends_as_in_process(schedule):
