@@ -34,19 +34,26 @@ def exchange(grid: Grid, messages: Mapping[int, Message], timeout: float) -> dic
     """Send one message per node and return the answers (by node id) that arrive within ``timeout``.
 
     The answers are pulled every 10 ms at first, then less often (a tenth of the wait so far, at most every
-    250 ms), not every 3 s as ``Grid.send_and_receive`` does: a stage ends soon after its last answer."""
+    250 ms), not every 3 s as ``Grid.send_and_receive`` does: a stage ends soon after its last answer. One pull
+    may outlast the deadline (Flower waits for the content of an answer whose sender died while uploading it,
+    then returns an error from the server's own node in its place): the answers that arrived meanwhile are
+    pulled once more, not counted as silent."""
     sent = {m.metadata.dst_node_id for m in messages.values()}
     answers: dict[int, Message] = {}
     waiting = set(grid.push_messages(list(messages.values())))
     deadline, poll = time.monotonic() + timeout, Backoff(0.01, 0.25, share=0.1)
+    last = False
     while waiting:
         for reply in grid.pull_messages(waiting):
             waiting.discard(reply.metadata.reply_to_message_id)
             node = reply.metadata.src_node_id
             if node in sent and node not in answers:
                 answers[node] = reply
-        if not waiting or time.monotonic() >= deadline:
+        if not waiting or last:
             break
+        if time.monotonic() >= deadline:
+            last = True  # one more pull: what arrived while the last one ran (or as the deadline passed)
+            continue
         poll.wait(limit=deadline - time.monotonic())
     return answers
 

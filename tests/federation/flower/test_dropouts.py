@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +26,11 @@ from hypothesis import strategies as st
 
 pytest.importorskip("flwr")
 
-from flwr.app import Message  # noqa: E402
+from flwr.app import Message, Metadata  # noqa: E402
+from flwr.app.error import Error  # noqa: E402
+from flwr.app.message import make_message  # noqa: E402
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode  # noqa: E402
+from flwr.supercore.constant import SYSTEM_MESSAGE_TYPE  # noqa: E402
 
 from federation.experiment import ExperimentConfig, SecureMode, build_federation  # noqa: E402
 from federation.flower import client_app, server_app  # noqa: E402
@@ -325,3 +330,64 @@ def test_any_schedule_of_silent_nodes_ends_as_in_process(schedule):
     secure, consistency_check, _ = MODES[mode]
     with tempfile.TemporaryDirectory() as out:
         assert_same_outcome(Case(base(secure, consistency_check, rounds=1), {1: plan}), Path(out) / "out")
+
+
+class HalfUploadedGrid(SilentNodesGrid):
+    """Client ``c``'s node dies while it uploads its answer of stage ``plan[r][c]``: the SuperLink has the
+    answer's announcement but never its content. Flower's pull then asks for that content until it gives up
+    (``block`` seconds, past the stage timeout) and returns an error from the server's own node in its place;
+    the other nodes' answers, which arrived meanwhile, come with the next pull."""
+
+    def __init__(self, job: FlowerJob, plan: Plan, block: float) -> None:
+        super().__init__(job, {})
+        self.half_plan, self.block, self.half = plan, block, set[str]()
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        ids = super().push_messages(messages)
+        for message, ident in zip(messages, ids):
+            node, group = message.metadata.dst_node_id, message.metadata.group_id
+            if (message.metadata.message_type in ("query.train", "query.stage")
+                    and self.half_plan.get(int(group), {}).get(node - NODE_OFFSET) == self.stage[(int(group), node)]):
+                self.half.add(ident)
+                self.replies.pop(ident)
+        return ids
+
+    def pull_messages(self, message_ids) -> list[Message]:
+        broken = [i for i in message_ids if i in self.half]
+        if not broken:
+            return super().pull_messages(message_ids)
+        time.sleep(self.block)
+        self.half.difference_update(broken)
+        return [make_message(  # as flwr.superlink.grid.http_grid makes it
+            metadata=Metadata(run_id=1, message_id="", src_node_id=SUPERLINK_NODE_ID, dst_node_id=SUPERLINK_NODE_ID,
+                              message_type=SYSTEM_MESSAGE_TYPE, group_id="", ttl=0, reply_to_message_id=ident,
+                              created_at=time.time()),
+            error=Error(code=ErrorCode.MESSAGE_UNAVAILABLE, reason="Reply message objects are unavailable."))
+            for ident in broken]
+
+
+def test_a_node_that_dies_while_uploading_its_answer_is_the_in_process_dropout(tmp_path):
+    """Flower's pull of the half-uploaded answer outlasts the stage timeout; the other nodes answered in time
+    and are not counted as silent (they were, and the round aborted, in a run that killed a node at masking's
+    stage 2 just as it answered)."""
+    config = base(SecureMode.MASK, rounds=1)
+    expected, expected_params = in_process(Case(config, {1: {3: 2}}))
+    job = FlowerJob(config, tmp_path / "out", stage_timeout=TIMEOUT)
+    server_app.run(HalfUploadedGrid(job, {1: {3: 2}}, block=3 * TIMEOUT), job)
+    rounds = json.loads((tmp_path / "out" / "results.json").read_text())["rounds"]
+    with np.load(tmp_path / "out" / "checkpoint.npz", allow_pickle=False) as ckpt:
+        params = ckpt["params"]
+    assert [outcome(r) for r in rounds] == [outcome(r) for r in expected]
+    assert rounds[0]["status"] == "ok" and rounds[0]["dropped"] == [3]
+    np.testing.assert_allclose(params, expected_params, rtol=0, atol=ROUNDING[SecureMode.MASK])
+
+
+def test_the_server_gives_up_on_an_answer_s_content_after_a_stage_timeout():
+    from types import SimpleNamespace
+
+    from federation.flower.polling import OBJECT_RETRY_CAP, OBJECT_RETRY_FIRST, shorten_object_retries
+
+    module = SimpleNamespace(pull_objects=lambda **kw: kw)
+    assert shorten_object_retries(module, "pull_objects", max_time=7.5)
+    assert module.pull_objects() == {"initial_backoff": OBJECT_RETRY_FIRST, "backoff_cap": OBJECT_RETRY_CAP,
+                                     "max_time": 7.5}
