@@ -21,7 +21,7 @@ pytest.importorskip("flwr")
 from federation.experiment import ExperimentConfig, SecureMode  # noqa: E402
 from federation.flower.job import FlowerJob  # noqa: E402
 from federation.flower.launcher import LocalFlower, client_nodes  # noqa: E402
-from tests.federation.flower.test_dropouts import ROUNDING, Case, in_process, outcome  # noqa: E402
+from tests.federation.flower.dropout_harness import ROUNDING, Case, in_process, outcome  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
