@@ -242,15 +242,17 @@ def stage(message: Message, context: Context) -> Message:
     started = time.perf_counter()
     secure = FlowerJob.from_context(context).config.protection()
     node, cache = NodeState(context), LIVE.run(context)
+    if secure is None:
+        raise ProtocolError("a plaintext round has no later stage")
     if cache is not None:
         session = cache.session
-        if session is None or secure is None:
-            raise ProtocolError("no aggregation session in progress on this node")
+        if session is None:
+            return _session_lost(message)
         upload = session.handle(field(message, "message", bytes))
         return Message(payload(upload=upload, protocol_seconds=time.perf_counter() - started), reply_to=message)
     state, ctx_bytes = node.get("session"), node.get("ctx")
-    if state is None or ctx_bytes is None or secure is None:
-        raise ProtocolError("no aggregation session in progress on this node")
+    if state is None or ctx_bytes is None:
+        return _session_lost(message)
     index = _client_index(context)
     job = FlowerJob.from_context(context)
     session = _stack(job, index, node, context).aggregator.resume_client_session(  # type: ignore[attr-defined]
@@ -258,6 +260,13 @@ def stage(message: Message, context: Context) -> Message:
     upload = session.handle(field(message, "message", bytes))
     node.put("session", session.suspend())
     return Message(payload(upload=upload, protocol_seconds=time.perf_counter() - started), reply_to=message)
+
+
+def _session_lost(message: Message) -> Message:
+    """This node holds no session to go on with (its ClientApp process restarted mid-round, and the session's
+    secrets were only in memory): it cannot take part any further this round, which the server counts as a
+    dropout (:func:`federation.flower.codec.lost`), as a node that fell silent."""
+    return Message(payload(lost="no aggregation session in progress on this node"), reply_to=message)
 
 
 @app.query("decrypt")

@@ -45,6 +45,14 @@ def has_field(message: Message, name: str) -> bool:
     return record is not None and name in record
 
 
+def lost(message: Message) -> str | None:
+    """Why the peer cannot go on with the round (its process restarted and the round's session, held only in
+    memory, is gone): the server counts it as a dropout, not a refusal. None for any other answer."""
+    record = None if message.has_error() else message.content.config_records.get(RECORD)
+    value = None if record is None else record.get("lost")
+    return value if isinstance(value, str) else None
+
+
 def encode_context(ctx: RoundContext) -> bytes:
     w = BodyWriter().raw(ctx.session).u32(ctx.round).u32(ctx.dimension).u32(ctx.min_clients).u32(len(ctx.clients))
     for c in ctx.clients:

@@ -9,8 +9,9 @@ live objects across messages and rounds: a stage costs one message, not an impor
 Everything is keyed by ``(run id, node id)`` and never shared across runs; only the most recent runs are
 kept. What must outlive the process (the identity key, the pinned enrolment, the key holder's key pair and
 the rounds it spent) is still written to ``context.state``, so a restarted process goes on from there: it
-rebuilds the client at its next message, and an aggregation session that was open is lost (the client is
-rejected in that round, as a dropout would be).
+rebuilds the client at its next message, and an aggregation session that was open is lost: the node answers
+the round's next stage that it cannot go on, and the server counts it as dropped before that stage, as
+in-process (tests/federation/flower/test_dropouts.py).
 """
 
 from __future__ import annotations

@@ -91,12 +91,17 @@ def patch_supernode_loop(module: ModuleType, fastest: float) -> bool:
     return shorten_object_retries(module, "pull_objects")
 
 
-def shorten_object_retries(module: ModuleType, name: str) -> bool:
+def shorten_object_retries(module: ModuleType, name: str, max_time: float | None = None) -> bool:
     """Have ``module``'s ``name`` (Flower's ``pull_objects`` or ``pull_and_inflate_object_from_tree``) ask
-    again for an object not yet uploaded after 10 ms, doubling up to 0.5 s, instead of 1 s up to 10 s."""
+    again for an object not yet uploaded after 10 ms, doubling up to 0.5 s, instead of 1 s up to 10 s.
+
+    ``max_time``: give up on an object after that many seconds (Flower's ``pull_objects`` only; it then answers
+    an error in place of the message). Flower's own limit is 500 tries (about 4 minutes at these intervals), and
+    one message whose sender died while uploading it holds up every answer pulled with it for that long."""
     original = getattr(module, name, None)
     if not _known_flower() or original is None or isinstance(original, functools.partial):
         return False
+    limits: dict[str, float] = {} if max_time is None else {"max_time": max_time}
     setattr(module, name, functools.partial(original, initial_backoff=OBJECT_RETRY_FIRST,
-                                            backoff_cap=OBJECT_RETRY_CAP))
+                                            backoff_cap=OBJECT_RETRY_CAP, **limits))
     return True

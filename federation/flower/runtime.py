@@ -2,7 +2,8 @@
 
 It drives the same server sessions as the in-process runtime (:func:`federation.runtime.drive_stages`);
 only the carrying differs. A client whose answer does not arrive within the stage timeout (its SuperNode
-died, its link broke) has dropped out; one that answers with an error is rejected. Byte counts are those of
+died, its link broke) has dropped out, and so has one that answers that it lost the round's session (its
+ClientApp process restarted mid-round); one that answers with an error is rejected. Byte counts are those of
 our protocol messages, the same as in-process; Flower's own framing is not counted.
 """
 
@@ -18,10 +19,10 @@ import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from federation.flower.codec import encode_context, field, payload
+from federation.flower.codec import encode_context, field, lost, payload
 from federation.flower.polling import Backoff
 from federation.messages import encode_broadcast
-from federation.runtime import (ClientReport, RoundOutcome, drive_stages, mark_dropped, mark_rejected,
+from federation.runtime import (ClientReport, RoundOutcome, abort, drive_stages, mark_dropped, mark_rejected,
                                 record_training)
 from secagg.aggregation import Aggregator, RoundContext
 from secagg.errors import MessageError
@@ -33,19 +34,26 @@ def exchange(grid: Grid, messages: Mapping[int, Message], timeout: float) -> dic
     """Send one message per node and return the answers (by node id) that arrive within ``timeout``.
 
     The answers are pulled every 10 ms at first, then less often (a tenth of the wait so far, at most every
-    250 ms), not every 3 s as ``Grid.send_and_receive`` does: a stage ends soon after its last answer."""
+    250 ms), not every 3 s as ``Grid.send_and_receive`` does: a stage ends soon after its last answer. One pull
+    may outlast the deadline (Flower waits for the content of an answer whose sender died while uploading it,
+    then returns an error from the server's own node in its place): the answers that arrived meanwhile are
+    pulled once more, not counted as silent."""
     sent = {m.metadata.dst_node_id for m in messages.values()}
     answers: dict[int, Message] = {}
     waiting = set(grid.push_messages(list(messages.values())))
     deadline, poll = time.monotonic() + timeout, Backoff(0.01, 0.25, share=0.1)
+    last = False
     while waiting:
         for reply in grid.pull_messages(waiting):
             waiting.discard(reply.metadata.reply_to_message_id)
             node = reply.metadata.src_node_id
             if node in sent and node not in answers:
                 answers[node] = reply
-        if not waiting or time.monotonic() >= deadline:
+        if not waiting or last:
             break
+        if time.monotonic() >= deadline:
+            last = True  # one more pull: what arrived while the last one ran (or as the deadline passed)
+            continue
         poll.wait(limit=deadline - time.monotonic())
     return answers
 
@@ -64,8 +72,8 @@ def check_events(reply: Message, planned: tuple) -> None:
 
 
 class FlowerRuntime:
-    """Reaches client ``c`` at SuperNode ``clients[c]``; writes each stage it starts, and the end of each
-    round's exchanges (stage ``"end"``), to ``progress`` (if set)."""
+    """Reaches client ``c`` at SuperNode ``clients[c].address`` (a :class:`~federation.client.RemoteClient`);
+    writes each stage it starts, and the end of each round's exchanges (stage ``"end"``), to ``progress``."""
 
     def __init__(self, grid: Grid, stage_timeout: float, progress: Path | None = None) -> None:
         self.grid, self.stage_timeout, self.progress = grid, stage_timeout, progress
@@ -76,6 +84,11 @@ class FlowerRuntime:
             raise MessageError("the Flower runtime has real dropouts only")
         reports = {c: ClientReport(c) for c in ctx.clients}
         started = time.perf_counter()
+        try:
+            server = aggregator.server_session(ctx)
+        except Exception as err:  # as in-process: before anyone trains, so nothing is spent on the round
+            self._mark(ctx.round, "end")
+            return RoundOutcome(None, abort(ctx, err), reports, time.perf_counter() - started)
         broadcast, ctx_bytes = encode_broadcast(ctx, params), encode_context(ctx)
         server_seconds = time.perf_counter() - started
         self._mark(ctx.round, 0)
@@ -113,7 +126,7 @@ class FlowerRuntime:
                     mark_rejected(reports[c], err)
             return answers
 
-        result, reason, seconds = drive_stages(ctx, aggregator.server_session(ctx), uploads, reports, next_stage)
+        result, reason, seconds = drive_stages(ctx, server, uploads, reports, next_stage)
         self._mark(ctx.round, "end")
         return RoundOutcome(result, reason, reports, server_seconds + seconds, list(result.events) if result else [])
 
@@ -122,14 +135,16 @@ class FlowerRuntime:
 
     def _send(self, messages: dict[int, Message], clients: Mapping[int, Any], reports: dict[int, ClientReport],
               stage: int) -> dict[int, Message]:
-        """Answers by client id; silent clients are marked dropped before ``stage``."""
+        """Answers by client id; silent clients, and those that lost their session, are marked dropped before
+        ``stage``."""
         by_node = exchange(self.grid, messages, self.stage_timeout)
         answers = {}
         for c in messages:
             reply = by_node.get(clients[c].address)
-            if reply is None:
+            why = "gave no answer" if reply is None else lost(reply)
+            if why is not None:
                 mark_dropped(reports[c], stage)
-                log.warning("client %d gave no answer at stage %d: dropped", c, stage)
+                log.warning("client %d at stage %d: %s; dropped", c, stage, why)
             else:
                 answers[c] = reply
         return answers

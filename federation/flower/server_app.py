@@ -164,9 +164,10 @@ def enrol(grid: Grid, roster: Roster, bound: float, noise_multiplier: float | No
 def main(grid: Grid, context: Context) -> None:
     from flwr.superlink.grid import http_grid
 
-    shorten_object_retries(http_grid, "pull_objects")  # an answer's objects asked again within 10 ms, not 1 s
-    pin_mmap_threshold()  # a long-lived aggregator: large freed buffers go back to the system (federation.allocator)
     job = FlowerJob.from_context(context)
+    # an answer's objects asked again within 10 ms, not 1 s; given up after a stage timeout (its sender died)
+    shorten_object_retries(http_grid, "pull_objects", max_time=job.stage_timeout)
+    pin_mmap_threshold()  # a long-lived aggregator: large freed buffers go back to the system (federation.allocator)
     try:
         run(grid, job)
     except Exception as err:
