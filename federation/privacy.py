@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from dp.errors import DPError
 from dp.events import PrivacyEvent
 from dp.ledger import LEDGER_NAME, POPULATION, Party, PrivacyLedger
-from federation.checkpoint import writing
+from federation.checkpoint import atomic_write_bytes, writing
 from federation.errors import CheckpointError
 from federation.client import FederatedClient
 from federation.runtime import RoundOutcome
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from federation.records import RoundRecord
 
 log = logging.getLogger(__name__)
+
+IN_FLIGHT_NAME = "ledger.in-flight.json"  # what the round under way may spend (see PrivacyBook.begin)
 
 
 @dataclass
@@ -44,6 +46,56 @@ class PrivacyBook:
     def path(self) -> Path | None:
         return self.directory / LEDGER_NAME if self.directory is not None else None
 
+    @property
+    def in_flight(self) -> Path | None:
+        return self.directory / IN_FLIGHT_NAME if self.directory is not None else None
+
+    def begin(self, round_index: int, participants: Sequence[int], clients: Mapping[int, FederatedClient],
+              eligible: Sequence[int] | None = None) -> None:
+        """Before round ``round_index`` sends anything, persist everything it could spend: each participant's
+        own events and the round's client-level events (for every participant, or under Poisson sampling every
+        ``eligible`` client, and the population). A process that dies mid-round, after the server saw uploads
+        or a sum but before :meth:`record`, is charged for it when the run resumes (:meth:`resume`): a crash
+        may over-count, never under-count."""
+        if self.in_flight is None:
+            return
+        import json
+
+        charged = set(participants if eligible is None else eligible)
+        spend = [[c, [e.describe() for e in (*(clients[c].planned_events() if c in participants else ()),
+                                             *self.planned_population)]]
+                 for c in sorted(charged | set(participants))]
+        if self.planned_population:
+            spend.append([POPULATION, [e.describe() for e in self.planned_population]])
+        with writing(self.in_flight):
+            atomic_write_bytes(self.in_flight, json.dumps({"round": round_index, "spend": spend}).encode())
+
+    def _charge_in_flight(self, ledger: PrivacyLedger, done: int) -> None:
+        """A round that was under way when the process died (its in-flight record, and nothing of it in the
+        ledger) is charged as planned, then run again (and charged again) on resume."""
+        import json
+
+        from dp.events import event_from_dict
+
+        if self.in_flight is None or not self.in_flight.exists():
+            return
+        try:
+            doc = json.loads(self.in_flight.read_text())
+            round_index = int(doc["round"])
+            spend = {(POPULATION if party == POPULATION else int(party)): [event_from_dict(e) for e in events]
+                     for party, events in doc["spend"]}
+        except (OSError, ValueError, KeyError, TypeError, DPError) as err:
+            raise CheckpointError(f"cannot resume: unreadable {self.in_flight} ({err}): it records what the round "
+                                  "under way when the run stopped may have spent") from None
+        if round_index == done + 1 and not any(r == round_index for r, _, _ in ledger.entries):
+            log.warning("round %d was under way when the run stopped: charged as planned, and again when it "
+                        "runs now (over-counting, never under-counting)", round_index)
+            assert self.path is not None
+            with writing(self.path):
+                ledger.commit(round_index, spend, self.path)
+        with writing(self.in_flight):
+            self.in_flight.unlink()
+
     def resume(self, completed: Sequence[RoundRecord]) -> None:
         """Continue the ledger on disk after the checkpoint's ``completed`` rounds: spent budget is never
         forgotten. A missing, unreadable or stale ledger (one that lacks releases the checkpoint shows) is
@@ -51,20 +103,22 @@ class PrivacyBook:
         the process died before its checkpoint) are kept, and that round's rerun is charged again."""
         expected = {r.round: expected_entries(r) for r in completed}
         expected = {r: n for r, n in expected.items() if n}
+        done = max((r.round for r in completed), default=0)
         if self.path is None or not self.path.exists():
             if expected:
                 raise CheckpointError(
                     f"the checkpoint holds {len(expected)} rounds with privacy releases but there is no ledger "
                     f"({self.path}): resuming would forget their budget; restore the ledger.json of this run")
+            self._charge_in_flight(self.ledger, done)
             return
         try:
             on_disk = PrivacyLedger.load(self.path)
         except DPError as err:
             raise CheckpointError(f"cannot resume: {err}; restore the ledger.json of this run") from None
+        self._charge_in_flight(on_disk, done)
         found: dict[int, Counter] = {}
         for r, _, index in on_disk.entries:
             found.setdefault(r, Counter())[_key(on_disk.events[index].describe())] += 1
-        done = max((r.round for r in completed), default=0)
         wrong = sorted(r for r in set(expected) | {r for r in found if r <= done}
                        if found.get(r, Counter()) != expected.get(r, Counter()))
         later = sorted(r for r in found if r > done + 1)
@@ -118,6 +172,9 @@ class PrivacyBook:
             return
         with writing(self.path):
             self.ledger.commit(round_index, spend, self.path)
+        assert self.in_flight is not None
+        with writing(self.in_flight):
+            self.in_flight.unlink(missing_ok=True)
 
 
 def expected_entries(record: RoundRecord) -> Counter:

@@ -253,7 +253,9 @@ class Federation:
         if not self.overwrite:
             refuse_other_run(directory, None)
             return
-        for name in RUN_FILES:
+        from federation.privacy import IN_FLIGHT_NAME
+
+        for name in (*RUN_FILES, IN_FLIGHT_NAME):
             with checkpoint.writing(directory / name):
                 (directory / name).unlink(missing_ok=True)
 
@@ -313,6 +315,8 @@ class Federation:
         else:
             ctx = RoundContext.new(r, sampled, params.size, cfg.min_clients)
             seeds = {c: derive_seed(cfg.seed, r, c) for c in sampled}
+            if self.privacy is not None:  # what the round may spend, on disk before anything is sent
+                self.privacy.begin(r, sampled, self.clients, eligible)
             try:
                 outcome = self.runtime.run_round(ctx, params, self.clients, seeds, drop_stage, aggregator)
             except MemoryError as err:  # the process, not a party: the run stops, saying what did not fit

@@ -229,8 +229,9 @@ def train(message: Message, context: Context) -> Message:
     elif secure is not None:
         node.put("ctx", ctx_bytes)
         node.put("session", session.suspend())
-    return Message(payload(upload=upload, examples=local.num_examples, loss=local.train_loss or 0.0,
-                           train_seconds=local.seconds, protocol_seconds=time.perf_counter() - started,
+    loss = {} if local.train_loss is None else {"loss": local.train_loss}  # a training function may return none
+    return Message(payload(upload=upload, examples=local.num_examples, train_seconds=local.seconds,
+                           protocol_seconds=time.perf_counter() - started, **loss,
                            events=json.dumps([e.describe() for e in local.events])), reply_to=message)
 
 

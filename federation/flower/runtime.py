@@ -19,7 +19,7 @@ import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from federation.flower.codec import encode_context, field, lost, payload
+from federation.flower.codec import encode_context, field, has_field, lost, payload
 from federation.flower.polling import Backoff
 from federation.messages import encode_broadcast
 from federation.runtime import (ClientReport, RoundOutcome, abort, drive_stages, mark_dropped, mark_rejected,
@@ -106,8 +106,9 @@ class FlowerRuntime:
             # the server's account of the client's local training (DP-SGD), charged once its upload arrived
             planned = tuple(clients[c].planned_events())
             try:
-                record_training(reports[c], field(reply, "examples", int), field(reply, "loss", float),
-                                field(reply, "train_seconds", float), planned)
+                loss = field(reply, "loss", float) if has_field(reply, "loss") else None
+                record_training(reports[c], field(reply, "examples", int), loss, field(reply, "train_seconds", float),
+                                planned)
                 reports[c].protocol_seconds += field(reply, "protocol_seconds", float)
                 check_events(reply, planned)
                 uploads[c] = field(reply, "upload", bytes)
