@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from federation.errors import ConfigError
-from federation.modes import DPMode, SecureMode
+from federation.modes import DPMode, RuntimeName, SecureMode
 from federation.records import RESULTS_NAME, RUN_FILES
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ MASK_OPTIONS = ("neighbors", "threshold", "consistency_check", "precision_bits")
 ENCODING_OPTIONS = ("encode_clip",)  # --secure mask or ckks
 COUNT_OR_FRACTION = ("clients_per_round", "threshold")  # 1 (a count) and 1.0 (a fraction) differ
 MAY_CHANGE_ON_RESUME = ("rounds",)
+DEPLOYMENT_OPTIONS = ("runtime", "app")  # where the run ran: in results.json beside its settings
 
 
 def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
@@ -71,12 +72,13 @@ def claim_output(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 def stored_options(out: Path) -> dict[str, Any] | None:
     """The options of the run stored in ``out`` (from its results.json, else its checkpoint, which lacks
-    ``rounds``), as ``secagg run`` parses them; ``None`` when ``out`` holds no run."""
+    ``rounds``, ``runtime`` and ``app``), as ``secagg run`` parses them; ``None`` when ``out`` holds no run."""
     from federation.experiment_config import ExperimentConfig
 
     stored = _stored_config(out)
     if stored is None:
         return None
+    deployment = {name: stored.pop(name) for name in DEPLOYMENT_OPTIONS if name in stored}
     try:
         config = ExperimentConfig.from_dict(stored)
     except ConfigError as err:
@@ -84,12 +86,17 @@ def stored_options(out: Path) -> dict[str, Any] | None:
     options = config_options(config)
     if "rounds" not in stored:
         options.pop("rounds")
-    return options
+    return {**options, **deployment}
 
 
 def _stored_config(out: Path) -> dict[str, Any] | None:
+    """The stored run's settings; from results.json with where it ran (``runtime``, ``app``: what the
+    Flower ServerApp adds to them; an in-process run's name neither)."""
     try:
-        return json.loads((out / RESULTS_NAME).read_text())["config"]
+        document = json.loads((out / RESULTS_NAME).read_text())["config"]
+        if not isinstance(document, dict):
+            raise TypeError(f"its config is {type(document).__name__}, not an object")
+        return {"runtime": RuntimeName.IN_PROCESS.value, "app": None, **document}
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError) as err:

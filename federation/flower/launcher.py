@@ -100,16 +100,44 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, enter: Sequence[str] = ()) -> None:
+def _toml_value(value: str | float | int | bool) -> str:
+    if isinstance(value, bool):  # before int: True is an int, and TOML spells it true
+        return "true" if value else "false"
+    return _toml_string(value) if isinstance(value, str) else str(value)
+
+
+def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, enter: Sequence[str] = (),
+           watch: Callable[[], str | None] | None = None) -> None:
     """``flwr run`` the app with ``job`` on ``link`` and wait for the run to end; ``home`` is FLWR_HOME;
-    ``enter`` prefixes the command (e.g. ``ip netns exec NAME``: submit from another host)."""
+    ``enter`` prefixes the command (e.g. ``ip netns exec NAME``: submit from another host); ``watch`` as in
+    :func:`flwr_run`. A run that ends without its results raises :class:`RuntimeFailure` saying how far the
+    checkpoint got and that ``--resume`` continues it."""
     for name in ("done.json", "failed.txt"):
         (job.out / name).unlink(missing_ok=True)
-    flwr_run(APP_DIR, job.run_config(), link, home, timeout, enter)
+    try:
+        flwr_run(APP_DIR, job.run_config(), link, home, timeout, enter, watch)
+    except RuntimeFailure as err:
+        raise RuntimeFailure(f"{err}{resume_hint(job.out)}") from None
     if (job.out / "failed.txt").exists():
-        raise RuntimeFailure(f"the ServerApp failed: {(job.out / 'failed.txt').read_text().strip()}")
+        raise RuntimeFailure(f"the ServerApp failed: {(job.out / 'failed.txt').read_text().strip()}"
+                             f"{resume_hint(job.out)}")
     if not (job.out / "done.json").exists():
-        raise RuntimeFailure(f"the Flower run ended without results (log: {home / 'flwr-run.log'})")
+        why = watch() if watch is not None else None  # flwr run may have noticed first (a SuperLink gone)
+        raise RuntimeFailure(f"the Flower run ended without results{f': {why}' if why else ''} "
+                             f"(log: {home / 'flwr-run.log'}){resume_hint(job.out)}")
+
+
+def resume_hint(out: Path) -> str:
+    """What a run that stopped early left in ``out``, and how to continue it (appended to the error)."""
+    from federation import checkpoint
+    from federation.errors import CheckpointError
+
+    try:
+        done = checkpoint.load(out).round
+    except CheckpointError:
+        return "; no round was checkpointed yet"
+    return (f"; the checkpoint in {out} holds round {done}: the same command with --resume (secagg run "
+            f"--runtime flower --resume --out {out}) continues it on new SuperLink and SuperNode processes")
 
 
 def write_cli_config(home: Path, link: SuperLinkAddress) -> None:
@@ -122,15 +150,15 @@ def write_cli_config(home: Path, link: SuperLinkAddress) -> None:
     (home / "config.toml").write_text("\n".join(lines) + "\n")
 
 
-def flwr_run(app_dir: Path, run_config: dict[str, str | float | int], link: SuperLinkAddress, home: Path,
-             timeout: float, enter: Sequence[str] = ()) -> None:
+def flwr_run(app_dir: Path, run_config: dict[str, str | float | int | bool], link: SuperLinkAddress, home: Path,
+             timeout: float, enter: Sequence[str] = (), watch: Callable[[], str | None] | None = None) -> None:
     """``flwr run`` the Flower App in ``app_dir`` with ``run_config`` on ``link``, streaming its log to
     ``home/flwr-run.log``, and wait (at most ``timeout`` s) for the run to end; ``enter`` prefixes the command
-    (e.g. ``ip netns exec NAME``: submit from another host)."""
+    (e.g. ``ip netns exec NAME``: submit from another host). ``watch()`` is asked twice a second meanwhile:
+    a reason it returns ends the wait (and ``flwr run``) with :class:`RuntimeFailure`."""
     write_cli_config(home, link)
     config_file = home / "run-config.toml"
-    config_file.write_text("".join(f"{key} = {_toml_string(v) if isinstance(v, str) else v}\n"
-                                   for key, v in run_config.items()))
+    config_file.write_text("".join(f"{key} = {_toml_value(v)}\n" for key, v in run_config.items()))
     app = home / "app"
     shutil.rmtree(app, ignore_errors=True)
     shutil.copytree(app_dir, app)  # flwr builds the bundle in place: never inside the installed package
@@ -138,10 +166,19 @@ def flwr_run(app_dir: Path, run_config: dict[str, str | float | int], link: Supe
     with (home / "flwr-run.log").open("w") as log:
         process = subprocess.Popen(command, env=_env(home), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, preexec_fn=_die_with_parent())
+    deadline = time.monotonic() + timeout
     try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise RuntimeFailure(f"the Flower run did not end within {timeout:.0f} s (log: {home / 'flwr-run.log'})")
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"the Flower run did not end within {timeout:.0f} s "
+                                     f"(log: {home / 'flwr-run.log'})")
+            reason = watch() if watch is not None else None
+            if reason is not None:
+                raise RuntimeFailure(reason)
+            try:
+                process.wait(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         if process.poll() is None:  # timed out or interrupted: flwr run does not outlive this call
             _signal_group(process, signal.SIGKILL)
@@ -212,7 +249,9 @@ class LocalFlower:
                 "--superexec-auth-secret-file", str(secret)]
 
     def run(self, job: FlowerJob, timeout: float = 1800.0) -> None:
-        submit(job, self.link, self.workdir / "flwr-home", timeout)
+        """Submit ``job`` and wait for it; a SuperLink that exits, or a ServerApp process that dies without
+        its results, ends the wait within a second (:class:`RunWatch`) with a :class:`RuntimeFailure`."""
+        submit(job, self.link, self.workdir / "flwr-home", timeout, watch=RunWatch(self, job.out))
 
     def kill(self, index: int) -> None:
         """SIGKILL SuperNode ``index`` and its ClientApp processes (a machine that crashed)."""
@@ -254,17 +293,48 @@ class LocalFlower:
                                     cwd=self.workdir, preexec_fn=_die_with_parent())
 
 
+class RunWatch:
+    """What ends a local run early, as :func:`flwr_run`'s ``watch``: the SuperLink process exited, or the
+    ServerApp process (Flower's ``flwr-serverapp``, found by the deployment's marker) is gone without having
+    written ``done.json`` or ``failed.txt``. ``flwr run --stream`` itself ends within a second when the
+    SuperLink dies, but waits for the SuperLink to miss two of the ServerApp's heartbeats (about 40 s) when
+    only the ServerApp dies."""
+
+    def __init__(self, flower: LocalFlower, out: Path) -> None:
+        self.flower, self.out = flower, out
+        self.server_app: int | None = None
+
+    def __call__(self) -> str | None:
+        superlink = self.flower.superlink
+        if superlink is not None and superlink.poll() is not None:
+            return f"the SuperLink exited (code {superlink.returncode}) before the run ended"
+        if self.server_app is None:  # not seen yet: one sweep of /proc
+            self.server_app = next((p for p in self.flower.processes() if b"flwr-serverapp" in _cmdline(p)), None)
+            return None
+        if _marked(Path(f"/proc/{self.server_app}"), self.flower.marker) or any(
+                (self.out / name).exists() for name in ("done.json", "failed.txt")):
+            return None
+        return f"the ServerApp process {self.server_app} died before the run ended"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
+
+
 def marked_processes(marker: str) -> list[int]:
     """The ids of the live processes (of this user) whose environment holds ``MARKER=marker``."""
-    entry = f"{MARKER}={marker}".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if entry in (proc / "environ").read_bytes().split(b"\0") and _alive(proc):
-                found.append(int(proc.name))
-        except OSError:  # gone meanwhile, or another user's
-            continue
-    return found
+    return [int(proc.name) for proc in Path("/proc").glob("[0-9]*") if _marked(proc, marker)]
+
+
+def _marked(proc: Path, marker: str) -> bool:
+    """Whether ``proc`` (``/proc/PID``) is a live process whose environment holds ``MARKER=marker``."""
+    try:
+        return f"{MARKER}={marker}".encode() in (proc / "environ").read_bytes().split(b"\0") and _alive(proc)
+    except OSError:  # gone meanwhile, or another user's
+        return False
 
 
 def _alive(proc: Path) -> bool:

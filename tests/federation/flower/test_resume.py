@@ -1,0 +1,164 @@
+"""``--resume`` on Flower without processes: the ServerApp and ClientApps in one process (test_apps_in_process's
+``InProcessGrid``), a run that dies after round 1 continued by a new deployment (new node ids, identity keys
+and, with CKKS, a new key holder key pair), a resume with other settings refused, and the CLI taking a Flower
+run's stored settings. The real processes (a SuperLink SIGKILLed, then resumed) are in test_resume_runtime.py."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Context, Message, RecordDict  # noqa: E402
+
+from federation.errors import CheckpointError, ConfigError  # noqa: E402
+from federation.experiment import ExperimentConfig, SecureMode, build_federation  # noqa: E402
+from federation.flower import server_app  # noqa: E402
+from federation.flower.job import FlowerJob  # noqa: E402
+from federation.params import get_vector  # noqa: E402
+from tests.federation.flower.test_apps_in_process import InProcessGrid, _nodes, flower_messages  # noqa: E402, F401
+
+
+class ServerAppDied(BaseException):
+    """The ServerApp process gone (SIGKILL): nothing of it runs any more, no handler, no failed.txt."""
+
+
+class Deployment(InProcessGrid):
+    """New SuperNodes (ids from ``first_node``, fresh contexts: new identity keys and key holder) whose
+    ServerApp dies when it starts round ``dies_at`` (None: never); ``rounds`` counts the train messages
+    per round it carried."""
+
+    def __init__(self, job: FlowerJob, first_node: int = 10, dies_at: int | None = None) -> None:
+        super().__init__(job, _nodes(job.config.clients, job.config.secure))
+        self.contexts = {n - 10 + first_node: Context(run_id=first_node, node_id=n - 10 + first_node,
+                                                      node_config=c.node_config, state=RecordDict(),
+                                                      run_config=c.run_config) for n, c in self.contexts.items()}
+        self.dies_at, self.rounds = dies_at, {}
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        for m in messages:
+            if m.metadata.message_type == "query.train":
+                r = int(m.metadata.group_id)
+                if r == self.dies_at:
+                    raise ServerAppDied(f"killed at the start of round {r}")
+                self.rounds[r] = self.rounds.get(r, 0) + 1
+        return super().push_messages(messages)
+
+
+CONFIG = ExperimentConfig(clients=2, rounds=3, local_epochs=1, secure=SecureMode.MASK, seed=3, lr=0.2)
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory) -> Path:
+    """The files a Flower run (CONFIG) whose ServerApp died at the start of round 2 leaves."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    with pytest.MonkeyPatch.context() as patch:  # flower_messages, for this module-wide run
+        for name in ("_run_id", "_node_id", "_task_id"):
+            patch.setattr(TaskIdentity, name, 1, raising=False)
+        job = FlowerJob(CONFIG, tmp_path_factory.mktemp("killed") / "out")
+        with pytest.raises(ServerAppDied):
+            server_app.run(Deployment(job, dies_at=2), job)
+    return job.out
+
+
+@pytest.fixture
+def flower_run(killed_run, tmp_path) -> Path:
+    """A copy of ``killed_run`` of this test's own."""
+    import shutil
+
+    return Path(shutil.copytree(killed_run, tmp_path / "out"))
+
+
+def _results(out: Path) -> tuple[dict, np.ndarray]:
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as ckpt:
+        return json.loads((out / "results.json").read_text()), ckpt["params"]
+
+
+@pytest.mark.parametrize("secure", [SecureMode.MASK, SecureMode.CKKS])
+def test_a_resumed_server_app_continues_from_the_checkpoint(tmp_path, secure):
+    config = ExperimentConfig(clients=2, rounds=2, local_epochs=1, secure=secure, seed=3)
+    job = FlowerJob(config, tmp_path / "out")
+    with pytest.raises(ServerAppDied):
+        server_app.run(Deployment(job, dies_at=2), job)
+    first, _ = _results(job.out)
+    assert [r["round"] for r in first["rounds"]] == [1]
+    assert not (job.out / "done.json").exists()
+
+    resumed = FlowerJob(config, job.out, resume=True)
+    grid = Deployment(resumed, first_node=50)
+    server_app.run(grid, resumed)
+    doc, params = _results(job.out)
+    assert grid.rounds == {2: 2}  # round 1 was not run again
+    assert doc["run_id"] == first["run_id"] and doc["rounds"][0] == first["rounds"][0]
+    assert [r["status"] for r in doc["rounds"]] == ["ok"] * 2
+    assert json.loads((job.out / "done.json").read_text()) == {"rounds": 2}
+
+    expected = build_federation(config)
+    history = expected.run()
+    assert [r["clients"] for r in doc["rounds"]] == [h.clients for h in history]
+    assert [r["accuracy"] for r in doc["rounds"]] == pytest.approx([h.accuracy for h in history], abs=0.01)
+    atol = 1e-4 if secure is SecureMode.MASK else 2e-3  # fixed-point rounding; CKKS's noise
+    np.testing.assert_allclose(params, get_vector(expected.model), atol=atol)
+
+
+def test_a_resume_with_another_configuration_is_refused(flower_run):
+    before = (flower_run / "checkpoint.npz").read_bytes(), (flower_run / "results.json").read_bytes()
+    other = FlowerJob(replace(CONFIG, lr=0.3), flower_run, resume=True)
+    grid = Deployment(other, first_node=50)
+    with pytest.raises(CheckpointError, match="different configuration"):
+        server_app.run(grid, other)
+    assert grid.rounds == {}  # refused before any round
+    assert ((flower_run / "checkpoint.npz").read_bytes(), (flower_run / "results.json").read_bytes()) == before
+
+
+def test_a_fresh_run_never_replaces_a_checkpointed_one(flower_run):
+    job = FlowerJob(CONFIG, flower_run)
+    grid = Deployment(job, first_node=50)
+    with pytest.raises(ConfigError, match="resume=True"):
+        server_app.run(grid, job)
+    assert grid.rounds == {}
+
+
+def test_the_run_configuration_carries_resume():
+    from federation.flower.launcher import _toml_value
+
+    config = ExperimentConfig(clients=2, rounds=1)
+    for resume in (False, True):
+        rc = FlowerJob(config, Path("out"), resume=resume).run_config()
+        assert FlowerJob.from_context(Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=rc)).resume is resume
+        assert _toml_value(rc["resume"]) == ("true" if resume else "false")
+    bad = {**FlowerJob(config, Path("out")).run_config(), "resume": "yes"}
+    with pytest.raises(ConfigError, match="resume must be true or false"):
+        FlowerJob.from_context(Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=bad))
+
+
+def test_the_cli_resumes_a_flower_run_with_its_stored_settings(flower_run, monkeypatch):
+    from federation import cli
+    from federation.flower import command
+
+    seen = {}
+    monkeypatch.setattr(command, "flower_command", lambda args, config: seen.update(args=args, config=config) or 0)
+    assert cli.main(["run", "--resume", "--quiet", "--out", str(flower_run)]) == 0  # --runtime flower: stored
+    args, config = seen["args"], seen["config"]
+    assert args.runtime == "flower" and args.resume and args.app is None
+    assert config.lr == 0.2 and config.secure is SecureMode.MASK and config.clients == 2 and config.rounds == 3
+
+
+def test_the_cli_refuses_a_resume_that_changes_the_settings_or_the_runtime(flower_run, monkeypatch, capsys):
+    from federation import cli
+    from federation.flower import command
+
+    monkeypatch.setattr(command, "flower_command", lambda args, config: pytest.fail("nothing may start"))
+    assert cli.main(["run", "--runtime", "flower", "--resume", "--lr", "0.3", "--out", str(flower_run)]) == 2
+    assert "--lr 0.3 differs from the stored run's 0.2" in capsys.readouterr().err
+    assert cli.main(["run", "--runtime", "inprocess", "--resume", "--out", str(flower_run)]) == 2
+    assert "--runtime inprocess differs from the stored run's flower" in capsys.readouterr().err
+    assert cli.main(["run", "--runtime", "flower", "--resume", "--app", "federation.flower.app_template",
+                     "--out", str(flower_run)]) == 2
+    assert "--app federation.flower.app_template differs from the stored run's (default)" in capsys.readouterr().err
