@@ -35,10 +35,10 @@ from typing import Callable, Sequence
 
 from federation.errors import RuntimeFailure
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
+from federation.flower.watch import MARKER, RunWatch, marked_processes, resume_hint
 
 APP_DIR = Path(__file__).parent / "app"
 LOOPBACK = "127.0.0.1"
-MARKER = "SECAGG_FLOWER_LOCAL"  # in the environment of every process of one LocalFlower: "<workdir>:<random id>"
 PR_SET_PDEATHSIG = 1
 # Every node of a local deployment shares this machine's cores: one compute thread each (torch's default is one
 # per core, so three clients training at once would oversubscribe them).
@@ -125,19 +125,6 @@ def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, e
         why = watch() if watch is not None else None  # flwr run may have noticed first (a SuperLink gone)
         raise RuntimeFailure(f"the Flower run ended without results{f': {why}' if why else ''} "
                              f"(log: {home / 'flwr-run.log'}){resume_hint(job.out)}")
-
-
-def resume_hint(out: Path) -> str:
-    """What a run that stopped early left in ``out``, and how to continue it (appended to the error)."""
-    from federation import checkpoint
-    from federation.errors import CheckpointError
-
-    try:
-        done = checkpoint.load(out).round
-    except CheckpointError:
-        return "; no round was checkpointed yet"
-    return (f"; the checkpoint in {out} holds round {done}: the same command with --resume (secagg run "
-            f"--runtime flower --resume --out {out}) continues it on new SuperLink and SuperNode processes")
 
 
 def write_cli_config(home: Path, link: SuperLinkAddress) -> None:
@@ -251,7 +238,8 @@ class LocalFlower:
     def run(self, job: FlowerJob, timeout: float = 1800.0) -> None:
         """Submit ``job`` and wait for it; a SuperLink that exits, or a ServerApp process that dies without
         its results, ends the wait within a second (:class:`RunWatch`) with a :class:`RuntimeFailure`."""
-        submit(job, self.link, self.workdir / "flwr-home", timeout, watch=RunWatch(self, job.out))
+        submit(job, self.link, self.workdir / "flwr-home", timeout,
+               watch=RunWatch(lambda: self.superlink, self.marker, job.out))
 
     def kill(self, index: int) -> None:
         """SIGKILL SuperNode ``index`` and its ClientApp processes (a machine that crashed)."""
@@ -291,56 +279,6 @@ class LocalFlower:
         with (self.workdir / f"{name}.log").open("w") as log:
             return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     cwd=self.workdir, preexec_fn=_die_with_parent())
-
-
-class RunWatch:
-    """What ends a local run early, as :func:`flwr_run`'s ``watch``: the SuperLink process exited, or the
-    ServerApp process (Flower's ``flwr-serverapp``, found by the deployment's marker) is gone without having
-    written ``done.json`` or ``failed.txt``. ``flwr run --stream`` itself ends within a second when the
-    SuperLink dies, but waits for the SuperLink to miss two of the ServerApp's heartbeats (about 40 s) when
-    only the ServerApp dies."""
-
-    def __init__(self, flower: LocalFlower, out: Path) -> None:
-        self.flower, self.out = flower, out
-        self.server_app: int | None = None
-
-    def __call__(self) -> str | None:
-        superlink = self.flower.superlink
-        if superlink is not None and superlink.poll() is not None:
-            return f"the SuperLink exited (code {superlink.returncode}) before the run ended"
-        if self.server_app is None:  # not seen yet: one sweep of /proc
-            self.server_app = next((p for p in self.flower.processes() if b"flwr-serverapp" in _cmdline(p)), None)
-            return None
-        if _marked(Path(f"/proc/{self.server_app}"), self.flower.marker) or any(
-                (self.out / name).exists() for name in ("done.json", "failed.txt")):
-            return None
-        return f"the ServerApp process {self.server_app} died before the run ended"
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:  # gone meanwhile
-        return b""
-
-
-def marked_processes(marker: str) -> list[int]:
-    """The ids of the live processes (of this user) whose environment holds ``MARKER=marker``."""
-    return [int(proc.name) for proc in Path("/proc").glob("[0-9]*") if _marked(proc, marker)]
-
-
-def _marked(proc: Path, marker: str) -> bool:
-    """Whether ``proc`` (``/proc/PID``) is a live process whose environment holds ``MARKER=marker``."""
-    try:
-        return f"{MARKER}={marker}".encode() in (proc / "environ").read_bytes().split(b"\0") and _alive(proc)
-    except OSError:  # gone meanwhile, or another user's
-        return False
-
-
-def _alive(proc: Path) -> bool:
-    """False for a zombie: dead, only not yet reaped by its parent."""
-    stat = (proc / "stat").read_text()
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def _die_with_parent() -> Callable[[], None] | None:

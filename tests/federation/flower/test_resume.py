@@ -6,6 +6,8 @@ run's stored settings. The real processes (a SuperLink SIGKILLed, then resumed) 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -131,7 +133,8 @@ def test_the_run_configuration_carries_resume():
     config = ExperimentConfig(clients=2, rounds=1)
     for resume in (False, True):
         rc = FlowerJob(config, Path("out"), resume=resume).run_config()
-        assert FlowerJob.from_context(Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=rc)).resume is resume
+        context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=rc)
+        assert FlowerJob.from_context(context).resume is resume
         assert _toml_value(rc["resume"]) == ("true" if resume else "false")
     bad = {**FlowerJob(config, Path("out")).run_config(), "resume": "yes"}
     with pytest.raises(ConfigError, match="resume must be true or false"):
@@ -162,3 +165,34 @@ def test_the_cli_refuses_a_resume_that_changes_the_settings_or_the_runtime(flowe
     assert cli.main(["run", "--runtime", "flower", "--resume", "--app", "federation.flower.app_template",
                      "--out", str(flower_run)]) == 2
     assert "--app federation.flower.app_template differs from the stored run's (default)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_watch_reports_a_dead_superlink_or_server_app_and_nothing_else(tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from federation.flower.watch import MARKER, RunWatch
+
+    marker = f"{tmp_path}:test"
+    env = {**os.environ, MARKER: marker}
+    superlink = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    server_app = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "flwr-serverapp"], env=env)
+    try:
+        watch = RunWatch(lambda: superlink, marker, tmp_path)
+        deadline = time.monotonic() + 10
+        while watch.server_app is None:  # found once its environment is readable
+            assert watch() is None and time.monotonic() < deadline
+        assert watch.server_app == server_app.pid and watch() is None
+        os.kill(server_app.pid, signal.SIGKILL)
+        server_app.wait()
+        assert watch() == f"the ServerApp process {server_app.pid} died before the run ended"
+        (tmp_path / "done.json").write_text("{}")  # it ended first: flwr run ends by itself
+        assert watch() is None
+        superlink.kill()
+        superlink.wait()
+        assert watch() == "the SuperLink exited (code -9) before the run ended"
+    finally:
+        superlink.kill()
+        server_app.kill()
