@@ -32,8 +32,8 @@ class RunWatch:
     """What ends a local run early, as :func:`~federation.flower.launcher.flwr_run`'s ``watch``: the SuperLink
     process exited, or the ServerApp process (Flower's ``flwr-serverapp``, found by the deployment's marker) is
     gone without having written ``done.json`` or ``failed.txt``. ``flwr run --stream`` itself ends within a
-    second when the SuperLink dies, but waits for the SuperLink to miss the ServerApp's heartbeats (about 40 s)
-    when only the ServerApp dies."""
+    second when the SuperLink dies, but waits for the SuperLink to miss the ServerApp's heartbeats (Flower 1.42:
+    40-60 s) when only the ServerApp dies."""
 
     def __init__(self, superlink: Callable[[], subprocess.Popen | None], marker: str, out: Path) -> None:
         self.superlink, self.marker, self.out = superlink, marker, out
