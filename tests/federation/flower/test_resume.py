@@ -196,3 +196,12 @@ def test_the_watch_reports_a_dead_superlink_or_server_app_and_nothing_else(tmp_p
     finally:
         superlink.kill()
         server_app.kill()
+
+
+def test_the_error_of_a_run_that_stopped_says_how_far_it_got_and_how_to_continue(flower_run, tmp_path):
+    from federation.flower.watch import resume_hint
+
+    assert resume_hint(flower_run) == (f"; the checkpoint in {flower_run} holds round 1: the same command with "
+                                       "--resume continues the run from there (on new SuperLink and SuperNode "
+                                       "processes if need be)")
+    assert resume_hint(tmp_path / "nothing") == "; no round was checkpointed yet"
