@@ -119,8 +119,9 @@ def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, e
     except RuntimeFailure as err:
         raise RuntimeFailure(f"{err}{resume_hint(job.out)}") from None
     if (job.out / "failed.txt").exists():
-        raise RuntimeFailure(f"the ServerApp failed: {(job.out / 'failed.txt').read_text().strip()}"
-                             f"{resume_hint(job.out)}")
+        failure = (job.out / "failed.txt").read_text().strip()
+        hint = "" if failure.startswith("CheckpointError") else resume_hint(job.out)  # a resume itself refused
+        raise RuntimeFailure(f"the ServerApp failed: {failure}{hint}")
     if not (job.out / "done.json").exists():
         why = watch() if watch is not None else None  # flwr run may have noticed first (a SuperLink gone)
         raise RuntimeFailure(f"the Flower run ended without results{f': {why}' if why else ''} "

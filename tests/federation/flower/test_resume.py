@@ -205,3 +205,30 @@ def test_the_error_of_a_run_that_stopped_says_how_far_it_got_and_how_to_continue
                                        "--resume continues the run from there (on new SuperLink and SuperNode "
                                        "processes if need be)")
     assert resume_hint(tmp_path / "nothing") == "; no round was checkpointed yet"
+
+
+@pytest.mark.parametrize("failed, says", [
+    ("RuntimeFailure: the key holder left", "the ServerApp failed: RuntimeFailure: the key holder left; the "
+                                            "checkpoint in {out} holds round 1: the same command with --resume"),
+    ("CheckpointError: checkpoint belongs to a different configuration (only --rounds may change)",
+     "the ServerApp failed: CheckpointError: checkpoint belongs to a different configuration \\(only --rounds "
+     "may change\\)$"),  # the resume itself was refused: no hint to resume
+    (None, "the Flower run ended without results: the SuperLink exited \\(code -9\\) before the run ended \\(log: "
+           ".*\\); the checkpoint in {out} holds round 1"),
+])
+def test_submit_says_why_a_run_ended_without_results(flower_run, tmp_path, monkeypatch, failed, says):
+    import re
+
+    from federation.errors import RuntimeFailure
+    from federation.flower import launcher
+
+    def server_app_ends(*args, **kwargs) -> None:  # flwr run, whose ServerApp wrote failed.txt or nothing
+        if failed is not None:
+            (flower_run / "failed.txt").write_text(failed + "\n")
+
+    monkeypatch.setattr(launcher, "flwr_run", server_app_ends)
+    job = FlowerJob(CONFIG, flower_run, resume=True)
+    with pytest.raises(RuntimeFailure) as raised:
+        launcher.submit(job, launcher.SuperLinkAddress("127.0.0.1:1", insecure=True), tmp_path / "home", 10,
+                        watch=lambda: "the SuperLink exited (code -9) before the run ended")
+    assert re.match(says.format(out=re.escape(str(flower_run))), str(raised.value)), str(raised.value)
