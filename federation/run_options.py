@@ -75,28 +75,37 @@ def stored_options(out: Path) -> dict[str, Any] | None:
     ``rounds``, ``runtime`` and ``app``), as ``secagg run`` parses them; ``None`` when ``out`` holds no run."""
     from federation.experiment_config import ExperimentConfig
 
-    stored = _stored_config(out)
+    stored = _stored_run(out)
     if stored is None:
         return None
-    deployment = {name: stored.pop(name) for name in DEPLOYMENT_OPTIONS if name in stored}
+    settings, deployment = stored
     try:
-        config = ExperimentConfig.from_dict(stored)
+        config = ExperimentConfig.from_dict(settings)
     except ConfigError as err:
         raise ConfigError(f"cannot resume {out}: its stored configuration is not a secagg run's ({err})") from None
     options = config_options(config)
-    if "rounds" not in stored:
+    if "rounds" not in settings:
         options.pop("rounds")
     return {**options, **deployment}
 
 
 def _stored_config(out: Path) -> dict[str, Any] | None:
-    """The stored run's settings; from results.json with where it ran (``runtime``, ``app``: what the
-    Flower ServerApp adds to them; an in-process run's name neither)."""
+    """The stored run's settings (:meth:`ExperimentConfig.to_dict`'s keys); None when ``out`` holds no run."""
+    stored = _stored_run(out)
+    return None if stored is None else stored[0]
+
+
+def _stored_run(out: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The stored run's settings and where it ran: from results.json, its ``runtime`` and ``app`` (the Flower
+    ServerApp adds them to the settings; an in-process run names neither: in process, no app), else from
+    the checkpoint (settings only); None when ``out`` holds no run."""
     try:
         document = json.loads((out / RESULTS_NAME).read_text())["config"]
         if not isinstance(document, dict):
             raise TypeError(f"its config is {type(document).__name__}, not an object")
-        return {"runtime": RuntimeName.IN_PROCESS.value, "app": None, **document}
+        settings = {k: v for k, v in document.items() if k not in DEPLOYMENT_OPTIONS}
+        return settings, {"runtime": document.get("runtime", RuntimeName.IN_PROCESS.value),
+                          "app": document.get("app")}
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -108,7 +117,8 @@ def _stored_config(out: Path) -> dict[str, Any] | None:
         state = checkpoint.load(out)
     except CheckpointError:
         return None
-    return state.config.get("experiment") if isinstance(state.config, dict) else None
+    settings = state.config.get("experiment") if isinstance(state.config, dict) else None
+    return None if settings is None else (settings, {})
 
 
 def config_options(config: ExperimentConfig) -> dict[str, Any]:
