@@ -152,6 +152,9 @@ def test_the_cli_resumes_a_flower_run_with_its_stored_settings(flower_run, monke
     args, config = seen["args"], seen["config"]
     assert args.runtime == "flower" and args.resume and args.app is None
     assert config.lr == 0.2 and config.secure is SecureMode.MASK and config.clients == 2 and config.rounds == 3
+    from federation.run_options import _stored_config  # what secagg audit --empirical reruns: the settings only
+
+    assert ExperimentConfig.from_dict(_stored_config(flower_run)) == CONFIG
 
 
 def test_the_cli_refuses_a_resume_that_changes_the_settings_or_the_runtime(flower_run, monkeypatch, capsys):
