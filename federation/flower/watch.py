@@ -38,19 +38,22 @@ class RunWatch:
     def __init__(self, superlink: Callable[[], subprocess.Popen | None], marker: str, out: Path) -> None:
         self.superlink, self.marker, self.out = superlink, marker, out
         self.server_app: int | None = None
+        self.earlier = set(self._server_apps())  # an earlier run's, still exiting: not this run's
 
     def __call__(self) -> str | None:
         superlink = self.superlink()
         if superlink is not None and superlink.poll() is not None:
             return f"the SuperLink exited (code {superlink.returncode}) before the run ended"
         if self.server_app is None:  # not seen yet: one sweep of /proc
-            self.server_app = next((p for p in marked_processes(self.marker) if b"flwr-serverapp" in _cmdline(p)),
-                                   None)
+            self.server_app = next((p for p in self._server_apps() if p not in self.earlier), None)
             return None
         if _marked(Path(f"/proc/{self.server_app}"), self.marker) or any(
                 (self.out / name).exists() for name in ("done.json", "failed.txt")):
             return None
         return f"the ServerApp process {self.server_app} died before the run ended"
+
+    def _server_apps(self) -> list[int]:
+        return [p for p in marked_processes(self.marker) if b"flwr-serverapp" in _cmdline(p)]
 
 
 def _cmdline(pid: int) -> bytes:

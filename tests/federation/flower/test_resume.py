@@ -181,10 +181,14 @@ def test_the_watch_reports_a_dead_superlink_or_server_app_and_nothing_else(tmp_p
 
     marker = f"{tmp_path}:test"
     env = {**os.environ, MARKER: marker}
-    superlink = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
-    server_app = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "flwr-serverapp"], env=env)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    superlink = subprocess.Popen(sleeper, env=env)
+    earlier = subprocess.Popen([*sleeper, "flwr-serverapp"], env=env)  # an earlier run's ServerApp, exiting
+    server_app = None
     try:
         watch = RunWatch(lambda: superlink, marker, tmp_path)
+        server_app = subprocess.Popen([*sleeper, "flwr-serverapp"], env=env)
+        os.kill(earlier.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while watch.server_app is None:  # found once its environment is readable
             assert watch() is None and time.monotonic() < deadline
@@ -198,8 +202,10 @@ def test_the_watch_reports_a_dead_superlink_or_server_app_and_nothing_else(tmp_p
         superlink.wait()
         assert watch() == "the SuperLink exited (code -9) before the run ended"
     finally:
-        superlink.kill()
-        server_app.kill()
+        for process in (superlink, earlier, server_app):
+            if process is not None:
+                process.kill()
+                process.wait()
 
 
 def test_the_error_of_a_run_that_stopped_says_how_far_it_got_and_how_to_continue(flower_run, tmp_path):
