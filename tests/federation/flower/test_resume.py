@@ -23,7 +23,8 @@ from federation.experiment import ExperimentConfig, SecureMode, build_federation
 from federation.flower import server_app  # noqa: E402
 from federation.flower.job import FlowerJob  # noqa: E402
 from federation.params import get_vector  # noqa: E402
-from tests.federation.flower.test_apps_in_process import InProcessGrid, _nodes, flower_messages  # noqa: E402, F401
+from tests.federation.flower.test_apps_in_process import (  # noqa: E402, F401
+    InProcessGrid, _nodes, flower_messages, long_lived)
 
 
 class ServerAppDied(BaseException):
@@ -82,8 +83,11 @@ def _results(out: Path) -> tuple[dict, np.ndarray]:
         return json.loads((out / "results.json").read_text()), ckpt["params"]
 
 
-@pytest.mark.parametrize("secure", [SecureMode.MASK, SecureMode.CKKS])
-def test_a_resumed_server_app_continues_from_the_checkpoint(tmp_path, secure):
+@pytest.mark.parametrize("secure, process", [(SecureMode.MASK, "per-message"), (SecureMode.CKKS, "per-message"),
+                                             (SecureMode.CKKS, "long-lived")])
+def test_a_resumed_server_app_continues_from_the_checkpoint(tmp_path, secure, process, request):
+    if process == "long-lived":  # the client and the key holder as live objects, kept per run id
+        request.getfixturevalue("long_lived")
     config = ExperimentConfig(clients=2, rounds=2, local_epochs=1, secure=secure, seed=3)
     job = FlowerJob(config, tmp_path / "out")
     with pytest.raises(ServerAppDied):
