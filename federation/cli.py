@@ -16,7 +16,7 @@ from federation.bench.modes import BenchMode
 from federation.config import ClientSampling, Masking
 from federation.errors import ConfigError, FederationError, OutputError, available_memory
 from federation.experiment_config import ExperimentConfig, PrivacySettings
-from federation.modes import DatasetName, DPMode, PartitionScheme, SecureMode
+from federation.modes import DatasetName, DPMode, PartitionScheme, RuntimeName, SecureMode
 from federation.strategy import Strategy, StrategyName
 
 if TYPE_CHECKING:
@@ -200,11 +200,6 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                                               consistency_check=args.consistency_check, clip=args.encode_clip,
                                               precision_bits=args.precision_bits),
         privacy=privacy, client_sampling=ClientSampling(args.client_sampling))
-
-
-class RuntimeName(enum.Enum):
-    IN_PROCESS = "inprocess"
-    FLOWER = "flower"
 
 
 def run_command(args: argparse.Namespace) -> int:

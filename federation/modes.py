@@ -1,5 +1,5 @@
-"""The named choices of a simulated job (dataset, partition, protection mode, DP mode), with no heavy imports:
-what ``secagg --help`` lists without loading torch."""
+"""The named choices of a simulated job (dataset, partition, protection mode, DP mode, runtime), with no heavy
+imports: what ``secagg --help`` lists without loading torch."""
 
 from __future__ import annotations
 
@@ -34,3 +34,10 @@ class DPMode(enum.Enum):
     LOCAL = "local"
     CENTRAL = "central"
     DISTRIBUTED = "distributed"
+
+
+class RuntimeName(enum.Enum):
+    """Where ``secagg run`` runs the job: simulated in this process, or on Flower (results.json says which)."""
+
+    IN_PROCESS = "inprocess"
+    FLOWER = "flower"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from federation.errors import ConfigError
-from federation.modes import DPMode, SecureMode
+from federation.modes import DPMode, RuntimeName, SecureMode
 from federation.records import RESULTS_NAME, RUN_FILES
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ MASK_OPTIONS = ("neighbors", "threshold", "consistency_check", "precision_bits")
 ENCODING_OPTIONS = ("encode_clip",)  # --secure mask or ckks
 COUNT_OR_FRACTION = ("clients_per_round", "threshold")  # 1 (a count) and 1.0 (a fraction) differ
 MAY_CHANGE_ON_RESUME = ("rounds",)
+DEPLOYMENT_OPTIONS = ("runtime", "app")  # where the run ran: in results.json beside its settings
 
 
 def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
@@ -71,25 +72,40 @@ def claim_output(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 def stored_options(out: Path) -> dict[str, Any] | None:
     """The options of the run stored in ``out`` (from its results.json, else its checkpoint, which lacks
-    ``rounds``), as ``secagg run`` parses them; ``None`` when ``out`` holds no run."""
+    ``rounds``, ``runtime`` and ``app``), as ``secagg run`` parses them; ``None`` when ``out`` holds no run."""
     from federation.experiment_config import ExperimentConfig
 
-    stored = _stored_config(out)
+    stored = _stored_run(out)
     if stored is None:
         return None
+    settings, deployment = stored
     try:
-        config = ExperimentConfig.from_dict(stored)
+        config = ExperimentConfig.from_dict(settings)
     except ConfigError as err:
         raise ConfigError(f"cannot resume {out}: its stored configuration is not a secagg run's ({err})") from None
     options = config_options(config)
-    if "rounds" not in stored:
+    if "rounds" not in settings:
         options.pop("rounds")
-    return options
+    return {**options, **deployment}
 
 
 def _stored_config(out: Path) -> dict[str, Any] | None:
+    """The stored run's settings (:meth:`ExperimentConfig.to_dict`'s keys); None when ``out`` holds no run."""
+    stored = _stored_run(out)
+    return None if stored is None else stored[0]
+
+
+def _stored_run(out: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The stored run's settings and where it ran: from results.json, its ``runtime`` and ``app`` (the Flower
+    ServerApp adds them to the settings; an in-process run names neither: in process, no app), else from
+    the checkpoint (settings only); None when ``out`` holds no run."""
     try:
-        return json.loads((out / RESULTS_NAME).read_text())["config"]
+        document = json.loads((out / RESULTS_NAME).read_text())["config"]
+        if not isinstance(document, dict):
+            raise TypeError(f"its config is {type(document).__name__}, not an object")
+        settings = {k: v for k, v in document.items() if k not in DEPLOYMENT_OPTIONS}
+        return settings, {"runtime": document.get("runtime", RuntimeName.IN_PROCESS.value),
+                          "app": document.get("app")}
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -101,7 +117,8 @@ def _stored_config(out: Path) -> dict[str, Any] | None:
         state = checkpoint.load(out)
     except CheckpointError:
         return None
-    return state.config.get("experiment") if isinstance(state.config, dict) else None
+    settings = state.config.get("experiment") if isinstance(state.config, dict) else None
+    return None if settings is None else (settings, {})
 
 
 def config_options(config: ExperimentConfig) -> dict[str, Any]:

@@ -15,16 +15,16 @@ from federation.report import plot_history, summary_table
 
 def flower_command(args: argparse.Namespace, config: ExperimentConfig) -> int:
     """``secagg run --runtime flower``: the same job as a Flower App, on local processes or a remote SuperLink.
-    The job travels as ``config`` (JSON), with ``--app MODULE`` (the user's own model and data) if given."""
+    The job travels as ``config`` (JSON), with ``--app MODULE`` (the user's own model and data) if given.
+    ``--resume`` continues the run checkpointed in ``--out`` (its settings already taken by the CLI) on new
+    processes: a run whose SuperLink or ServerApp died."""
     from federation.flower.job import FlowerJob, nodes_needed
     from federation.flower.launcher import LocalFlower, SuperLinkAddress, client_nodes, submit
 
-    if args.resume:
-        raise ConfigError("--resume is not supported with --runtime flower")
     if args.root_certificates is not None and not args.root_certificates.is_file():
         raise ConfigError(f"--root-certificates {args.root_certificates}: no such file")
     out = args.out.resolve()
-    job = FlowerJob(config, out, app=args.app, stage_timeout=args.stage_timeout)
+    job = FlowerJob(config, out, app=args.app, stage_timeout=args.stage_timeout, resume=args.resume)
     if job.app is not None and args.superlink is None:  # local nodes import it from this environment
         from federation.flower.userapp import load_app
 

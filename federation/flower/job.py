@@ -2,7 +2,8 @@
 
 ``config`` is :meth:`ExperimentConfig.to_dict` as JSON; ``app`` names the module with the user's own model,
 data and training function (see :mod:`federation.flower.userapp`; empty: the built-in job); ``out``,
-``stage-timeout`` and ``connect-timeout`` are the runtime's own settings.
+``stage-timeout`` and ``connect-timeout`` are the runtime's own settings; ``resume`` continues the run whose
+checkpoint is in ``out`` (a new deployment may continue a run whose SuperLink or ServerApp died).
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ class FlowerJob:
     """``config``: the job's settings; ``out``: where the ServerApp writes results (on the SuperLink's
     machine); ``app``: the module path of the user's app (None: the built-in job); ``stage_timeout``: seconds
     the server waits for a stage's answers before counting the silent clients as dropped;
-    ``connect_timeout``: seconds it waits for every SuperNode to connect."""
+    ``connect_timeout``: seconds it waits for every SuperNode to connect; ``resume``: continue from the
+    checkpoint in ``out`` (``Federation.run(resume=True)``: same settings but the rounds, else refused)."""
 
     config: ExperimentConfig
     out: Path
     app: str | None = None
     stage_timeout: float = 120.0
     connect_timeout: float = 120.0
+    resume: bool = False
 
     def __post_init__(self) -> None:
         for name in ("stage_timeout", "connect_timeout"):
@@ -49,16 +52,19 @@ class FlowerJob:
         """The job a Flower run carries; the configuration is parsed once per JSON text, not per message."""
         rc = context.run_config
         try:
-            config, app = str(rc["config"]), str(rc.get("app", ""))
+            config, app, resume = str(rc["config"]), str(rc.get("app", "")), rc.get("resume", False)
+            if not isinstance(resume, bool):
+                raise TypeError(f"resume must be true or false, got {resume!r}")
             return cls(parse_config(config), Path(str(rc["out"])), app or None, float(rc["stage-timeout"]),
-                       float(rc["connect-timeout"]))
+                       float(rc["connect-timeout"]), resume)
         except (KeyError, ValueError, TypeError) as err:
             raise ConfigError(f"bad run configuration: {err}") from None
 
-    def run_config(self) -> dict[str, str | float]:
-        """What ``flwr run --run-config`` carries (flat strings and numbers)."""
+    def run_config(self) -> dict[str, str | float | bool]:
+        """What ``flwr run --run-config`` carries (flat strings, numbers and booleans)."""
         return {"config": json.dumps(self.config.to_dict(), sort_keys=True), "app": self.app or "",
-                "out": str(self.out), "stage-timeout": self.stage_timeout, "connect-timeout": self.connect_timeout}
+                "out": str(self.out), "stage-timeout": self.stage_timeout, "connect-timeout": self.connect_timeout,
+                "resume": self.resume}
 
 
 @functools.lru_cache(maxsize=8)

@@ -36,10 +36,10 @@ from typing import Callable, Sequence
 
 from federation.errors import RuntimeFailure
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
+from federation.flower.watch import MARKER, RunWatch, marked_processes, resume_hint
 
 APP_DIR = Path(__file__).parent / "app"
 LOOPBACK = "127.0.0.1"
-MARKER = "SECAGG_FLOWER_LOCAL"  # in the environment of every process of one LocalFlower: "<workdir>:<random id>"
 PR_SET_PDEATHSIG = 1
 # Every node of a local deployment shares this machine's cores: one compute thread each (torch's default is one
 # per core, so three clients training at once would oversubscribe them).
@@ -120,16 +120,32 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, enter: Sequence[str] = ()) -> None:
+def _toml_value(value: str | float | int | bool) -> str:
+    if isinstance(value, bool):  # before int: True is an int, and TOML spells it true
+        return "true" if value else "false"
+    return _toml_string(value) if isinstance(value, str) else str(value)
+
+
+def submit(job: FlowerJob, link: SuperLinkAddress, home: Path, timeout: float, enter: Sequence[str] = (),
+           watch: Callable[[], str | None] | None = None) -> None:
     """``flwr run`` the app with ``job`` on ``link`` and wait for the run to end; ``home`` is FLWR_HOME;
-    ``enter`` prefixes the command (e.g. ``ip netns exec NAME``: submit from another host)."""
+    ``enter`` prefixes the command (e.g. ``ip netns exec NAME``: submit from another host); ``watch`` as in
+    :func:`flwr_run`. A run that ends without its results raises :class:`RuntimeFailure` saying how far the
+    checkpoint got and that ``--resume`` continues it."""
     for name in ("done.json", "failed.txt"):
         (job.out / name).unlink(missing_ok=True)
-    flwr_run(APP_DIR, job.run_config(), link, home, timeout, enter)
+    try:
+        flwr_run(APP_DIR, job.run_config(), link, home, timeout, enter, watch)
+    except RuntimeFailure as err:
+        raise RuntimeFailure(f"{err}{resume_hint(job.out)}") from None
     if (job.out / "failed.txt").exists():
-        raise RuntimeFailure(f"the ServerApp failed: {(job.out / 'failed.txt').read_text().strip()}")
+        failure = (job.out / "failed.txt").read_text().strip()
+        hint = "" if failure.startswith("CheckpointError") else resume_hint(job.out)  # a resume itself refused
+        raise RuntimeFailure(f"the ServerApp failed: {failure}{hint}")
     if not (job.out / "done.json").exists():
-        raise RuntimeFailure(f"the Flower run ended without results (log: {home / 'flwr-run.log'})")
+        why = watch() if watch is not None else None  # flwr run may have noticed first (a SuperLink gone)
+        raise RuntimeFailure(f"the Flower run ended without results{f': {why}' if why else ''} "
+                             f"(log: {home / 'flwr-run.log'}){resume_hint(job.out)}")
 
 
 def write_cli_config(home: Path, link: SuperLinkAddress) -> None:
@@ -142,15 +158,15 @@ def write_cli_config(home: Path, link: SuperLinkAddress) -> None:
     (home / "config.toml").write_text("\n".join(lines) + "\n")
 
 
-def flwr_run(app_dir: Path, run_config: dict[str, str | float | int], link: SuperLinkAddress, home: Path,
-             timeout: float, enter: Sequence[str] = ()) -> None:
+def flwr_run(app_dir: Path, run_config: dict[str, str | float | int | bool], link: SuperLinkAddress, home: Path,
+             timeout: float, enter: Sequence[str] = (), watch: Callable[[], str | None] | None = None) -> None:
     """``flwr run`` the Flower App in ``app_dir`` with ``run_config`` on ``link``, streaming its log to
     ``home/flwr-run.log``, and wait (at most ``timeout`` s) for the run to end; ``enter`` prefixes the command
-    (e.g. ``ip netns exec NAME``: submit from another host)."""
+    (e.g. ``ip netns exec NAME``: submit from another host). ``watch()`` is asked twice a second meanwhile:
+    a reason it returns ends the wait (and ``flwr run``) with :class:`RuntimeFailure`."""
     write_cli_config(home, link)
     config_file = home / "run-config.toml"
-    config_file.write_text("".join(f"{key} = {_toml_string(v) if isinstance(v, str) else v}\n"
-                                   for key, v in run_config.items()))
+    config_file.write_text("".join(f"{key} = {_toml_value(v)}\n" for key, v in run_config.items()))
     app = home / "app"
     shutil.rmtree(app, ignore_errors=True)
     shutil.copytree(app_dir, app)  # flwr builds the bundle in place: never inside the installed package
@@ -158,10 +174,19 @@ def flwr_run(app_dir: Path, run_config: dict[str, str | float | int], link: Supe
     with (home / "flwr-run.log").open("w") as log:
         process = subprocess.Popen(command, env=_env(home), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, preexec_fn=_die_with_parent())
+    deadline = time.monotonic() + timeout
     try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise RuntimeFailure(f"the Flower run did not end within {timeout:.0f} s (log: {home / 'flwr-run.log'})")
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"the Flower run did not end within {timeout:.0f} s "
+                                     f"(log: {home / 'flwr-run.log'})")
+            reason = watch() if watch is not None else None
+            if reason is not None:
+                raise RuntimeFailure(reason)
+            try:
+                process.wait(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         if process.poll() is None:  # timed out or interrupted: flwr run does not outlive this call
             _signal_group(process, signal.SIGKILL)
@@ -232,7 +257,10 @@ class LocalFlower:
                 "--superexec-auth-secret-file", str(secret)]
 
     def run(self, job: FlowerJob, timeout: float = 1800.0) -> None:
-        submit(job, self.link, self.workdir / "flwr-home", timeout)
+        """Submit ``job`` and wait for it; a SuperLink that exits, or a ServerApp process that dies without
+        its results, ends the wait within a second (:class:`RunWatch`) with a :class:`RuntimeFailure`."""
+        submit(job, self.link, self.workdir / "flwr-home", timeout,
+               watch=RunWatch(lambda: self.superlink, self.marker, job.out))
 
     def kill(self, index: int) -> None:
         """SIGKILL SuperNode ``index`` and its ClientApp processes (a machine that crashed)."""
@@ -272,25 +300,6 @@ class LocalFlower:
         with (self.workdir / f"{name}.log").open("w") as log:
             return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     cwd=self.workdir, preexec_fn=_die_with_parent())
-
-
-def marked_processes(marker: str) -> list[int]:
-    """The ids of the live processes (of this user) whose environment holds ``MARKER=marker``."""
-    entry = f"{MARKER}={marker}".encode()
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if entry in (proc / "environ").read_bytes().split(b"\0") and _alive(proc):
-                found.append(int(proc.name))
-        except OSError:  # gone meanwhile, or another user's
-            continue
-    return found
-
-
-def _alive(proc: Path) -> bool:
-    """False for a zombie: dead, only not yet reaped by its parent."""
-    stat = (proc / "stat").read_text()
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def _die_with_parent() -> Callable[[], None] | None:

@@ -37,6 +37,7 @@ from federation.errors import ConfigError, RuntimeFailure
 from federation.flower.job import FlowerJob
 from federation.flower.launcher import (REAPER, LocalFlower, SuperLinkAddress, _env, _tool, submit,
                                         write_cli_config)
+from federation.flower.watch import RunWatch
 
 SUPERLINK_PORT = 9093
 _WAIT_FOR_PORT = """
@@ -243,5 +244,6 @@ class SecureFlower(LocalFlower):
             raise RuntimeFailure(f"the SuperLink did not listen on {self.link.address} within {timeout:.0f} s")
 
     def run(self, job: FlowerJob, timeout: float = 1800.0) -> None:
-        submit(job, self.link, self.home, timeout, enter=self.operator.enter)
+        submit(job, self.link, self.home, timeout, enter=self.operator.enter,
+               watch=RunWatch(lambda: self.superlink, self.marker, job.out))
 

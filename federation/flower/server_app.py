@@ -200,7 +200,7 @@ def run(grid: Grid, job: FlowerJob) -> None:
         if key_holder is not None and key_holder.lost:  # no later round could release: stop, the rounds saved
             raise RuntimeFailure(f"{key_holder.lost}; no round can be decrypted without it")
 
-    federation.run(on_round=save)
+    federation.run(resume=job.resume, on_round=save)
     save()
     (job.out / "done.json").write_text(json.dumps({"rounds": len(federation.history)}) + "\n")
 
