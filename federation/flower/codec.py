@@ -39,6 +39,18 @@ def field(message: Message, name: str, kind: type[T]) -> T:
     return value
 
 
+def json_field(message: Message, name: str) -> object:
+    """A JSON text field, parsed; :class:`MessageError` if absent or not JSON. Nesting too deep for the parser
+    (a RecursionError, not a JSONDecodeError) is malformed too: a peer's crafted text never escapes untyped."""
+    import json
+
+    text = field(message, name, str)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise MessageError(f"the {name!r} field is not JSON") from None
+
+
 def has_field(message: Message, name: str) -> bool:
     """Whether the message's ``secagg`` record carries ``name`` (optional fields)."""
     record = message.content.config_records.get(RECORD)

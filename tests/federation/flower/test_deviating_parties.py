@@ -1,0 +1,165 @@
+"""Security review of DP on Flower: a ServerApp or a client that lies. Each test is one attack; the honest side
+must refuse it with a typed error (an ``error`` answer from a node, a rejected client on the server) and never
+train, noise or release beyond its own settings, and one bad party never stops the federation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Message  # noqa: E402
+
+from dp.ledger import PrivacyLedger  # noqa: E402
+from federation.experiment import DPMode, ExperimentConfig, PrivacySettings, SecureMode  # noqa: E402
+from federation.flower import client_app, server_app  # noqa: E402
+from federation.flower.codec import decode_context, encode_context  # noqa: E402
+from federation.flower.job import FlowerJob  # noqa: E402
+from tests.federation.flower.test_apps_in_process import flower_messages, long_lived  # noqa: E402,F401
+from tests.federation.flower.test_dp_on_flower import TamperingGrid, _record  # noqa: E402
+
+
+def _config(dp: DPMode, secure: SecureMode, privacy: dict, rounds: int = 1) -> ExperimentConfig:
+    """Small and fast: two clients (a masked sum needs two), one round unless told, large batches."""
+    return ExperimentConfig(clients=2, rounds=rounds, local_epochs=1, hidden=8, batch_size=128, secure=secure,
+                            dp=dp, seed=2, privacy=PrivacySettings(**privacy))
+
+
+def _rounds(job: FlowerJob) -> list[dict]:
+    return json.loads((job.out / "results.json").read_text())["rounds"]
+
+
+def _answer(reply: Message) -> dict:
+    return dict(_record(reply))
+
+
+class Recording(TamperingGrid):
+    """Keeps every train message the server sent, by (node, round), to replay them afterwards."""
+
+    def __init__(self, job: FlowerJob) -> None:
+        self.sent: dict[tuple[int, int], Message] = {}
+        super().__init__(job, outgoing=self._keep)
+
+    def _keep(self, message: Message) -> None:
+        if message.metadata.message_type == "query.train":
+            ctx = decode_context(_record(message)["ctx"])
+            self.sent[(message.metadata.dst_node_id, ctx.round)] = message
+
+    def again(self, node: int, rnd: int, ctx=None) -> dict:
+        """The train message of ``rnd`` to ``node`` sent once more (with ``ctx``: another round context), as a
+        server that deviates would, straight to the node's handler."""
+        old = self.sent[(node, rnd)]
+        content = {k: v for k, v in _record(old).items()}
+        if ctx is not None:  # the broadcast names its round and session too: made again for the new ctx
+            from federation.messages import decode_broadcast, encode_broadcast
+
+            params = decode_broadcast(decode_context(content["ctx"]), content["broadcast"])
+            content["ctx"], content["broadcast"] = encode_context(ctx), encode_broadcast(ctx, params)
+        from federation.flower.codec import payload
+
+        message = Message(payload(**content), dst_node_id=node, message_type="query.train", group_id=str(rnd))
+        message.metadata.__dict__["_message_id"] = f"replay-{node}-{rnd}"
+        return _answer(client_app.train(message, self.contexts[node]))
+
+
+# --- a server that replays or invents rounds: a node trains (and spends) more than its settings allow -------
+
+DP_SGD = (DPMode.LOCAL, SecureMode.NONE, dict(target_epsilon=8.0))
+DISTRIBUTED = (DPMode.DISTRIBUTED, SecureMode.MASK, dict(noise_multiplier=0.5))
+
+
+@pytest.mark.parametrize("process", ["per-message", "long-lived"])
+@pytest.mark.parametrize("dp, secure, privacy", [DP_SGD, DISTRIBUTED], ids=["dpsgd", "distributed-mask"])
+def test_a_replayed_train_message_is_refused(tmp_path, dp, secure, privacy, process, request):
+    """Each train message runs DP-SGD (or adds a fresh noise share) once more: the node checked the noise
+    multiplier for ``rounds`` rounds, so a round it already trained must not be trained again."""
+    if process == "long-lived":
+        request.getfixturevalue("long_lived")
+    job = FlowerJob(_config(dp, secure, privacy), tmp_path / "out")
+    grid = Recording(job)
+    server_app.run(grid, job)
+    assert [r["status"] for r in _rounds(job)] == ["ok"]
+    answer = grid.again(10, 1)
+    assert "error" in answer and "upload" not in answer, sorted(answer)
+    assert "round" in answer["error"]
+
+
+@pytest.mark.parametrize("dp, secure, privacy", [DP_SGD, DISTRIBUTED], ids=["dpsgd", "distributed-mask"])
+def test_a_round_beyond_the_run_s_rounds_is_refused(tmp_path, dp, secure, privacy):
+    """A server that goes on after the last round (fresh session, round ``rounds + 1``): the node's epsilon
+    would pass the target it checked the announced noise against."""
+    import os
+
+    job = FlowerJob(_config(dp, secure, privacy), tmp_path / "out")
+    grid = Recording(job)
+    server_app.run(grid, job)
+    ctx = decode_context(_record(grid.sent[(10, 1)])["ctx"])
+    answer = grid.again(10, 1, replace(ctx, session=os.urandom(len(ctx.session)), round=2))
+    assert "error" in answer and "upload" not in answer, sorted(answer)
+
+
+def test_rounds_out_of_order_are_refused(tmp_path):
+    """Round 2 trained, then round 1 (a fresh session): replayed in another order, still a round too many."""
+    import os
+
+    job = FlowerJob(_config(*DP_SGD, rounds=2), tmp_path / "out")
+    grid = Recording(job)
+    server_app.run(grid, job)
+    ctx = decode_context(_record(grid.sent[(11, 1)])["ctx"])
+    answer = grid.again(11, 1, replace(ctx, session=os.urandom(len(ctx.session))))
+    assert "error" in answer and "upload" not in answer, sorted(answer)
+
+
+# --- malformed JSON: a typed refusal, never a crash ---------------------------------------------------------
+
+def test_a_client_s_deeply_nested_events_reject_it_and_the_federation_goes_on(tmp_path):
+    """``json.loads`` of a deeply nested array raises RecursionError (not a JSONDecodeError): one client must
+    not stop the ServerApp."""
+    def incoming(reply) -> None:
+        record = _record(reply)
+        if reply.metadata.src_node_id == 10 and "events" in record:
+            record["events"] = "[" * 200_000
+
+    job = FlowerJob(_config(*DP_SGD), tmp_path / "out")
+    server_app.run(TamperingGrid(job, incoming=incoming), job)
+    rounds = _rounds(job)
+    assert [r["status"] for r in rounds] == ["ok"]
+    assert [r["rejected"] for r in rounds] == [[0]]
+    assert PrivacyLedger.load(job.out / "ledger.json").epsilon(0) > 0  # it trained: charged all the same
+
+
+@pytest.mark.parametrize("settings", [
+    "[" * 200_000,  # RecursionError in json.loads
+    '{"clip": 1' + "0" * 400 + "}",  # an int too large for a float: OverflowError in math.isfinite
+], ids=["deep", "huge-int"])
+def test_malformed_round_settings_are_a_typed_refusal(tmp_path, settings):
+    def outgoing(message) -> None:
+        if message.metadata.message_type == "query.train":
+            _record(message)["settings"] = settings
+
+    privacy = dict(noise_multiplier=0.3, adaptive_quantile=0.5, clip=0.5)
+    job = FlowerJob(_config(DPMode.CENTRAL, SecureMode.NONE, privacy), tmp_path / "out")
+    server_app.run(TamperingGrid(job, outgoing=outgoing), job)  # an untyped exception escapes the handler
+    rounds = _rounds(job)
+    assert [r["status"] for r in rounds] == ["aborted"]
+    assert all(c["status"] == "rejected" for c in rounds[0]["per_client"])
+
+
+# --- a node that was never enrolled -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dp, secure, privacy", [DP_SGD, DISTRIBUTED], ids=["dpsgd", "distributed-mask"])
+def test_a_train_before_any_enrolment_is_a_typed_refusal(tmp_path, dp, secure, privacy):
+    """A server that skips the enrolment (no noise multiplier pinned): the node must refuse, typed, not
+    train with a noise multiplier it never checked."""
+    job = FlowerJob(_config(dp, secure, privacy), tmp_path / "out")
+    grid = Recording(job)
+    server_app.run(grid, job)
+    fresh = grid.contexts[10].__class__(run_id=2, node_id=10, node_config=grid.contexts[10].node_config,
+                                        state=type(grid.contexts[10].state)(),
+                                        run_config=grid.contexts[10].run_config)
+    grid.contexts[10] = fresh
+    answer = grid.again(10, 1)
+    assert "error" in answer and "upload" not in answer, sorted(answer)
