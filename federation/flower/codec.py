@@ -52,7 +52,10 @@ def json_field(message: Message, name: str) -> object:
 
 
 def has_field(message: Message, name: str) -> bool:
-    """Whether the message's ``secagg`` record carries ``name`` (optional fields)."""
+    """Whether the message's ``secagg`` record carries ``name`` (optional fields); never for an error message
+    (Flower raises ValueError on its content: :func:`field` turns the error into a :class:`MessageError`)."""
+    if message.has_error() or not message.has_content():
+        return False
     record = message.content.config_records.get(RECORD)
     return record is not None and name in record
 

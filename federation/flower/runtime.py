@@ -102,6 +102,8 @@ class FlowerRuntime:
         for c, reply in self._send(train, clients, reports, 0).items():
             # the server's account of the client's local training (DP-SGD), charged once its upload arrived
             planned = tuple(clients[c].planned_events())
+            if has_field(reply, "upload"):  # the release reached the server: charged, whatever else is wrong
+                reports[c].events = planned
             try:
                 loss = field(reply, "loss", float) if has_field(reply, "loss") else None
                 record_training(reports[c], field(reply, "examples", int), loss, field(reply, "train_seconds", float),

@@ -163,3 +163,57 @@ def test_a_train_before_any_enrolment_is_a_typed_refusal(tmp_path, dp, secure, p
     grid.contexts[10] = fresh
     answer = grid.again(10, 1)
     assert "error" in answer and "upload" not in answer, sorted(answer)
+
+
+# --- the server's account: a release that arrived is charged, whatever else the answer lacks --------------
+
+@pytest.mark.parametrize("drop", ["examples", "train_seconds", "protocol_seconds"])
+def test_an_upload_that_arrived_is_charged_even_if_the_answer_is_malformed(tmp_path, drop):
+    """Without secure aggregation the server holds client 0's DP-SGD update as soon as its answer arrives; an
+    answer that lacks another field rejects the client, but the release happened: it must be charged."""
+    def incoming(reply) -> None:
+        record = _record(reply)
+        if reply.metadata.src_node_id == 10 and "upload" in record:
+            del record[drop]
+
+    job = FlowerJob(_config(DPMode.LOCAL, SecureMode.NONE, dict(noise_multiplier=0.8)), tmp_path / "out")
+    server_app.run(TamperingGrid(job, incoming=incoming), job)
+    rounds = _rounds(job)
+    assert [r["rejected"] for r in rounds] == [[0]]
+    ledger = PrivacyLedger.load(job.out / "ledger.json")
+    assert 0 in ledger.parties() and ledger.epsilon(0) > 0
+
+
+class FlowerErrors(TamperingGrid):
+    """As Flower answers for a ClientApp that raised: an error message in place of content. ``raising``: the
+    nodes whose train handler raises (a bug reached by crafted input, or a client that answers so on purpose)."""
+
+    def __init__(self, job: FlowerJob, raising: set[int]) -> None:
+        super().__init__(job)
+        self.raising = raising
+
+    def push_messages(self, messages):
+        from flwr.app import Error
+
+        plain = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            if message.metadata.message_type == "query.train" and node in self.raising:
+                message.metadata.__dict__["_message_id"] = f"e{len(self.replies)}"
+                self.replies[message.metadata.message_id] = Message(Error(code=0, reason="RuntimeError: boom"),
+                                                                     reply_to=message)
+            else:
+                plain.append(message)
+        return [*super().push_messages(plain), *[i for i in self.replies if i.startswith("e")]]
+
+
+@pytest.mark.parametrize("secure", [SecureMode.NONE, SecureMode.MASK])
+def test_a_node_answering_with_a_flower_error_is_rejected_and_the_federation_goes_on(tmp_path, secure):
+    """``has_field`` read the content of an error message (Flower raises ValueError for it), before ``field``
+    could turn the error into a MessageError: one node whose ClientApp raised stopped the ServerApp."""
+    job = FlowerJob(ExperimentConfig(clients=5, rounds=1, local_epochs=1, hidden=8, batch_size=128,
+                                     secure=secure, seed=2), tmp_path / "out")
+    server_app.run(FlowerErrors(job, raising={10}), job)
+    rounds = _rounds(job)
+    assert [r["status"] for r in rounds] == ["ok"]
+    assert rounds[0]["rejected"] == [0] and rounds[0]["survivors"] == 4
