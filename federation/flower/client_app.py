@@ -103,6 +103,7 @@ def hello(message: Message, context: Context) -> Message:
                        reply_to=message)
     index = _client_index(context)
     client = _client(job, index, context)
+    node.put("batches", len(client.loader).to_bytes(8, "big"))  # what the server will account it by
     return Message(payload(role="client", client=index, examples=client.num_examples, batches=len(client.loader),
                            identity=node.identity().public_bytes()), reply_to=message)
 
@@ -168,13 +169,24 @@ def _noise_multiplier(message: Message, job: FlowerJob, context: Context) -> flo
             return z
     else:
         client = _client(job, _client_index(context), context)
-        batches = len(client.loader)
+        batches = _same_batches(NodeState(context), client)
         if isinstance(dp, DPSGD):  # a model Opacus cannot train privately is refused now, not every round
             from dp.dpsgd import check_model
 
             check_model(client.model)
     check_noise_multiplier(dp, job.config.population(), z, batches)
     return z
+
+
+def _same_batches(node: NodeState, client: FederatedClient) -> int:
+    """This client's batches per epoch, as it reported them at the greeting: the server accounts its DP-SGD,
+    and the node checks the noise multiplier, by that count. Data that changed since (a client rebuilt at every
+    message, its data loaded again) would sample at another rate: refused (:class:`ConfigError`)."""
+    stored, batches = node.get("batches"), len(client.loader)
+    if stored is not None and int.from_bytes(stored, "big") != batches:
+        raise ConfigError(f"this client has {batches} batches per epoch now but reported "
+                          f"{int.from_bytes(stored, 'big')} at the greeting: its data changed during the run")
+    return batches
 
 
 def _stack(job: FlowerJob, index: int, node: NodeState, context: Context) -> protection.Stack:
@@ -230,6 +242,8 @@ def train(message: Message, context: Context) -> Message:
             raise ProtocolError("round settings this run does not have")
         stack.aggregator.apply_round_settings(settings)
     client = _client(job, index, context)
+    if stack.dp_sgd is not None:
+        _same_batches(node, client)
     if stack.dp_sgd is not None and client.private is None:
         client.enable_dp_sgd(stack.dp_sgd)
     local = client.fit(decode_broadcast(ctx, field(message, "broadcast", bytes)), field(message, "seed", int))

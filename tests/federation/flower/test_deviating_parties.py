@@ -258,3 +258,32 @@ def test_the_same_job_run_again_on_the_same_nodes_is_refused_once_their_budget_i
 
     with pytest.raises(ConfigError):  # the nodes spent their target epsilon in the first run
         server_app.run(second, again)
+
+
+# --- a node whose data changed between the check and the training -------------------------------------------
+
+def test_a_dp_sgd_node_whose_batches_changed_since_its_check_does_not_train(tmp_path, monkeypatch):
+    """Per message, the node's client is rebuilt (its data loaded again): with fewer batches at train than
+    at the enrolment, it would sample at a higher rate than the epsilon it checked the noise against, and the
+    server charges the planned (smaller) events. It must refuse, typed."""
+    from torch.utils.data import DataLoader
+
+    from federation.flower.userapp import node_client
+
+    builds: dict[int, int] = {}
+
+    def shrinking(job, index):
+        client = node_client(job, index)
+        builds[index] = builds.get(index, 0) + 1
+        if index == 0 and builds[index] > 2:  # hello and enrol saw 4 batches; train sees 2 (a higher rate)
+            client.loader = DataLoader(client.loader.dataset, batch_size=client.loader.batch_size * 2)
+        return client
+
+    monkeypatch.setattr(client_app, "node_client", shrinking)
+    job = FlowerJob(ExperimentConfig(clients=2, rounds=1, local_epochs=1, hidden=8, batch_size=128, seed=2,
+                                     dp=DPMode.LOCAL, privacy=PrivacySettings(target_epsilon=8.0)), tmp_path / "out")
+    server_app.run(TamperingGrid(job), job)
+    rounds = _rounds(job)
+    assert rounds[0]["rejected"] == [0]
+    reason = rounds[0]["per_client"][0]["reason"]
+    assert "peer refused" in reason and "batches" in reason, reason
