@@ -287,3 +287,31 @@ def test_a_dp_sgd_node_whose_batches_changed_since_its_check_does_not_train(tmp_
     assert rounds[0]["rejected"] == [0]
     reason = rounds[0]["per_client"][0]["reason"]
     assert "peer refused" in reason and "batches" in reason, reason
+
+
+# --- checked and found fine: a stage message replayed after the round --------------------------------------
+
+@pytest.mark.parametrize("process", ["per-message", "long-lived"])
+def test_a_replayed_stage_message_gets_no_second_answer(tmp_path, process, request):
+    """Replaying a masking stage (say the unmasking one, with another survivor list) must never get a second
+    answer: the finished session refuses it, and a node without a session answers that it has none."""
+    if process == "long-lived":
+        request.getfixturevalue("long_lived")
+    stages: list[dict] = []
+
+    def outgoing(message) -> None:
+        if message.metadata.message_type == "query.stage" and message.metadata.dst_node_id == 10:
+            stages.append(dict(_record(message)))
+
+    job = FlowerJob(ExperimentConfig(clients=5, rounds=1, local_epochs=1, hidden=8, batch_size=128,
+                                     secure=SecureMode.MASK, seed=2), tmp_path / "out")
+    grid = TamperingGrid(job, outgoing=outgoing)
+    server_app.run(grid, job)
+    assert len(stages) >= 2
+    from federation.flower.codec import payload
+
+    for content in stages:
+        message = Message(payload(**content), dst_node_id=10, message_type="query.stage", group_id="1")
+        message.metadata.__dict__["_message_id"] = "replayed-stage"
+        answer = _answer(client_app.stage(message, grid.contexts[10]))
+        assert "upload" not in answer and ("error" in answer or "lost" in answer), sorted(answer)
