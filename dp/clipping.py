@@ -146,8 +146,12 @@ class ClientLevelDPAggregator:
         clip = settings["clip"]
         if self.dp.adaptive is None:
             raise InvalidPrivacyParameter("a round clip was sent, but this run's clip does not adapt")
-        if isinstance(clip, bool) or not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
-            raise InvalidPrivacyParameter(f"a round clip that is not a positive number: {clip!r}")
+        try:  # an int too large for a float (JSON has no size limit) raises OverflowError here
+            valid = not isinstance(clip, bool) and isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0
+        except OverflowError:
+            valid = False
+        if not valid:
+            raise InvalidPrivacyParameter(f"a round clip that is not a positive finite number: {str(clip)[:40]}")
         self.clip = float(clip)
 
     def noise_only(self, dimension: int) -> AggregateResult:

@@ -75,7 +75,16 @@ def check_noise_multiplier(dp: DPSGD | CentralDP | DistributedDP, population: Po
         return
     assert dp.target_epsilon is not None
     if isinstance(dp, DPSGD):
-        epsilon = dpsgd_epsilon(z, batches, population.rounds * population.local_epochs, dp.delta)
+        try:
+            epsilon = dpsgd_epsilon(z, batches, population.rounds * population.local_epochs, dp.delta)
+        except (ArithmeticError, ValueError):  # z so small or large the accountant's floats fail (1 / z^2, exp)
+            from dataclasses import replace
+
+            own = noise_multiplier(dp, replace(population, batches=(batches,)))  # this client's own calibration
+            if z >= own:
+                return
+            raise NoiseTooLow(f"noise multiplier {z:.6g} is below the {own:.6g} this client's target epsilon "
+                              f"{dp.target_epsilon:g} needs") from None
         if epsilon > dp.target_epsilon * (1 + 1e-9):
             raise NoiseTooLow(f"noise multiplier {z:.6g} would spend epsilon {epsilon:.4g} of this client's data "
                               f"over the run, above the target {dp.target_epsilon:g}")

@@ -115,7 +115,6 @@ class PrivacyBook:
             on_disk = PrivacyLedger.load(self.path)
         except DPError as err:
             raise CheckpointError(f"cannot resume: {err}; restore the ledger.json of this run") from None
-        self._charge_in_flight(on_disk, done)
         found: dict[int, Counter] = {}
         for r, _, index in on_disk.entries:
             found.setdefault(r, Counter())[_key(on_disk.events[index].describe())] += 1
@@ -127,6 +126,7 @@ class PrivacyBook:
                 f"the ledger does not match the checkpoint's {done} completed rounds (rounds {wrong + later} "
                 "differ in what was charged): it belongs to another run or an older state of this one; restore "
                 "the matching ledger")
+        self._charge_in_flight(on_disk, done)  # only into the ledger that matches: a refused one keeps the record
         if found.get(done + 1):
             log.warning("round %d was charged to the ledger before the run stopped; it is charged again when "
                         "it runs now (over-counting, never under-counting)", done + 1)

@@ -29,7 +29,7 @@ from federation.calibration import check_noise_multiplier
 from federation.client import FederatedClient
 from federation.config import CKKS, DPSGD
 from federation.errors import ConfigError, FederationError
-from federation.flower.codec import decode_context, field, has_field, payload
+from federation.flower.codec import decode_context, field, has_field, json_field, payload
 from federation.flower.enrolment import (Enrolment, check_key_holder_identity, pin, pinned_directory,
                                          pinned_noise_multiplier, pinned_public_key, pinned_weight_bound)
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
@@ -103,6 +103,7 @@ def hello(message: Message, context: Context) -> Message:
                        reply_to=message)
     index = _client_index(context)
     client = _client(job, index, context)
+    node.put("batches", len(client.loader).to_bytes(8, "big"))  # what the server will account it by
     return Message(payload(role="client", client=index, examples=client.num_examples, batches=len(client.loader),
                            identity=node.identity().public_bytes()), reply_to=message)
 
@@ -168,13 +169,24 @@ def _noise_multiplier(message: Message, job: FlowerJob, context: Context) -> flo
             return z
     else:
         client = _client(job, _client_index(context), context)
-        batches = len(client.loader)
+        batches = _same_batches(NodeState(context), client)
         if isinstance(dp, DPSGD):  # a model Opacus cannot train privately is refused now, not every round
             from dp.dpsgd import check_model
 
             check_model(client.model)
     check_noise_multiplier(dp, job.config.population(), z, batches)
     return z
+
+
+def _same_batches(node: NodeState, client: FederatedClient) -> int:
+    """This client's batches per epoch, as it reported them at the greeting: the server accounts its DP-SGD,
+    and the node checks the noise multiplier, by that count. Data that changed since (a client rebuilt at every
+    message, its data loaded again) would sample at another rate: refused (:class:`ConfigError`)."""
+    stored, batches = node.get("batches"), len(client.loader)
+    if stored is not None and int.from_bytes(stored, "big") != batches:
+        raise ConfigError(f"this client has {batches} batches per epoch now but reported "
+                          f"{int.from_bytes(stored, 'big')} at the greeting: its data changed during the run")
+    return batches
 
 
 def _stack(job: FlowerJob, index: int, node: NodeState, context: Context) -> protection.Stack:
@@ -197,6 +209,21 @@ def _stack(job: FlowerJob, index: int, node: NodeState, context: Context) -> pro
     return stack
 
 
+def _claim_round(node: NodeState, round_index: int, rounds: int) -> None:
+    """Train each of the run's rounds at most once, in order: every train message spends this client's privacy
+    (DP-SGD, a noise share) and the noise multiplier it checked covers ``rounds`` rounds, so a server that
+    replays a round, reorders rounds or goes on past the last one is refused (:class:`ProtocolError`). The
+    round is claimed before training (a refused or failed round is not trained again); a resumed run is a new
+    Flower run with a fresh node state."""
+    stored = node.get("trained_round")
+    last = 0 if stored is None else int.from_bytes(stored, "big")
+    if not 1 <= round_index <= rounds:
+        raise ProtocolError(f"round {round_index} is outside this run's rounds 1..{rounds}")
+    if round_index <= last:
+        raise ProtocolError(f"round {round_index} again or out of order: this node already trained round {last}")
+    node.put("trained_round", round_index.to_bytes(4, "big"))
+
+
 @app.query("train")
 @refusals_answered
 def train(message: Message, context: Context) -> Message:
@@ -207,16 +234,16 @@ def train(message: Message, context: Context) -> Message:
     ctx = decode_context(ctx_bytes)
     if index not in ctx.clients:
         raise ProtocolError(f"client {index} is not a participant of round {ctx.round}")
+    _claim_round(node, ctx.round, job.config.rounds)
     stack = _stack(job, index, node, context)
     if has_field(message, "settings"):
-        try:
-            settings = json.loads(field(message, "settings", str))
-        except json.JSONDecodeError:
-            raise ProtocolError("round settings that are not JSON") from None
+        settings = json_field(message, "settings")
         if not isinstance(settings, dict) or not hasattr(stack.aggregator, "apply_round_settings"):
             raise ProtocolError("round settings this run does not have")
         stack.aggregator.apply_round_settings(settings)
     client = _client(job, index, context)
+    if stack.dp_sgd is not None:
+        _same_batches(node, client)
     if stack.dp_sgd is not None and client.private is None:
         client.enable_dp_sgd(stack.dp_sgd)
     local = client.fit(decode_broadcast(ctx, field(message, "broadcast", bytes)), field(message, "seed", int))

@@ -39,8 +39,23 @@ def field(message: Message, name: str, kind: type[T]) -> T:
     return value
 
 
+def json_field(message: Message, name: str) -> object:
+    """A JSON text field, parsed; :class:`MessageError` if absent or not JSON. Nesting too deep for the parser
+    (a RecursionError, not a JSONDecodeError) is malformed too: a peer's crafted text never escapes untyped."""
+    import json
+
+    text = field(message, name, str)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise MessageError(f"the {name!r} field is not JSON") from None
+
+
 def has_field(message: Message, name: str) -> bool:
-    """Whether the message's ``secagg`` record carries ``name`` (optional fields)."""
+    """Whether the message's ``secagg`` record carries ``name`` (optional fields); never for an error message
+    (Flower raises ValueError on its content: :func:`field` turns the error into a :class:`MessageError`)."""
+    if message.has_error() or not message.has_content():
+        return False
     record = message.content.config_records.get(RECORD)
     return record is not None and name in record
 

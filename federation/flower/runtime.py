@@ -19,7 +19,7 @@ import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from federation.flower.codec import encode_context, field, has_field, lost, payload
+from federation.flower.codec import encode_context, field, has_field, json_field, lost, payload
 from federation.flower.polling import Backoff
 from federation.messages import encode_broadcast
 from federation.runtime import (ClientReport, RoundOutcome, abort, drive_stages, mark_dropped, mark_rejected,
@@ -62,10 +62,7 @@ def check_events(reply: Message, planned: tuple) -> None:
     """The privacy events a client says its training spent must be those the server accounts for it: a client
     that trained otherwise (other batches, other noise) is refused (:class:`MessageError`); it is charged the
     planned events all the same."""
-    try:
-        said = json.loads(field(reply, "events", str))
-    except json.JSONDecodeError:
-        raise MessageError("the events a client reports are not JSON") from None
+    said = json_field(reply, "events")
     expected = [event.describe() for event in planned]
     if said != expected:
         raise MessageError(f"the client reports privacy events {said}, the server accounts {expected}")
@@ -105,6 +102,8 @@ class FlowerRuntime:
         for c, reply in self._send(train, clients, reports, 0).items():
             # the server's account of the client's local training (DP-SGD), charged once its upload arrived
             planned = tuple(clients[c].planned_events())
+            if has_field(reply, "upload"):  # the release reached the server: charged, whatever else is wrong
+                reports[c].events = planned
             try:
                 loss = field(reply, "loss", float) if has_field(reply, "loss") else None
                 record_training(reports[c], field(reply, "examples", int), loss, field(reply, "train_seconds", float),

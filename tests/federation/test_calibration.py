@@ -41,3 +41,16 @@ def test_a_configured_noise_multiplier_must_be_the_one_announced(z):
     with pytest.raises(NoiseTooLow):
         check_noise_multiplier(CentralDP(noise_multiplier=1.0), POPULATION, z, batches=1)
     check_noise_multiplier(CentralDP(noise_multiplier=1.0), POPULATION, 1.0, batches=1)
+
+
+@pytest.mark.parametrize("z, refused", [(5e-324, True), (1e-300, True), (1e308, False), (1e200, False)])
+def test_extreme_announced_noise_is_a_typed_answer_under_dp_sgd(z, refused):
+    """Review: Opacus's RDP accountant divides by z^2 (ZeroDivisionError for a subnormal z) and overflows for a
+    huge one; a server's crafted z must give NoiseTooLow (too little) or be accepted (more noise), never an
+    untyped crash of the node's enrolment handler."""
+    dp = DPSGD(target_epsilon=6.0)
+    if refused:
+        with pytest.raises(NoiseTooLow):
+            check_noise_multiplier(dp, POPULATION, z, batches=3)
+    else:
+        check_noise_multiplier(dp, POPULATION, z, batches=3)

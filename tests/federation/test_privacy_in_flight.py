@@ -73,3 +73,26 @@ def test_an_unreadable_in_flight_record_refuses_the_resume(tmp_path):
     (tmp_path / IN_FLIGHT_NAME).write_text("{not json")
     with pytest.raises(CheckpointError, match="in-flight"):
         _federation(tmp_path, dp).run(resume=True)
+
+
+def test_a_resume_refused_for_a_wrong_ledger_keeps_the_in_flight_record(tmp_path):
+    """Review: the in-flight round was committed into whatever ledger.json was there and its record deleted
+    before the ledger was checked against the checkpoint; a resume refused for a ledger of another run then
+    lost the charge once the right ledger was restored (an under-count)."""
+    import shutil
+
+    from federation.errors import CheckpointError
+
+    dp = DPSGD(noise_multiplier=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        _federation(tmp_path / "run", dp, DiesInRound(3, KeyboardInterrupt())).run()
+    other = _federation(tmp_path / "other", DPSGD(noise_multiplier=2.0)).run()  # another run's ledger
+    assert other
+    shutil.copy(tmp_path / "run" / "ledger.json", tmp_path / "right-ledger.json")
+    shutil.copy(tmp_path / "other" / "ledger.json", tmp_path / "run" / "ledger.json")
+    with pytest.raises(CheckpointError, match="does not match"):
+        _federation(tmp_path / "run", dp).run(resume=True)
+    shutil.copy(tmp_path / "right-ledger.json", tmp_path / "run" / "ledger.json")  # the operator restores it
+    resumed = _federation(tmp_path / "run", dp).run(resume=True)
+    rounds = [r for r, _, _ in resumed.ledger.entries]
+    assert rounds.count(3) == 2 * rounds.count(2)  # the round that died is charged twice
