@@ -6,6 +6,8 @@ or ``role="key-holder"``. A client's model, data and training come from the run'
 :mod:`federation.flower.userapp`), or the built-in job without one. A refusal (bad message, failed check) is answered with an ``error`` field, so
 the server excludes this client from the round and goes on. The enrolment is pinned at first use
 (:mod:`federation.flower.enrolment`); the key holder keeps one key pair for the run and signs its public key.
+A client's side of the run's stack, and the limits it keeps on what the server asks of it (the noise
+multiplier, each round trained once), are in :mod:`federation.flower.node_stack`.
 
 In a long-lived process (:mod:`federation.flower.executor`) the client, the open session and the key holder
 stay live between messages (:mod:`federation.flower.live`); in a process per message (Flower's default) the
@@ -17,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import replace
 from typing import Callable
 
 from flwr.app import Context, Message
@@ -25,23 +26,22 @@ from flwr.clientapp import ClientApp
 
 from dp.errors import DPError
 from federation import protection
-from federation.calibration import check_noise_multiplier
 from federation.client import FederatedClient
-from federation.config import CKKS, DPSGD
+from federation.config import CKKS
 from federation.errors import ConfigError, FederationError
 from federation.flower.codec import decode_context, field, has_field, json_field, payload
 from federation.flower.enrolment import (Enrolment, check_key_holder_identity, pin, pinned_directory,
-                                         pinned_noise_multiplier, pinned_public_key, pinned_weight_bound)
+                                         pinned_noise_multiplier, pinned_weight_bound)
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob
 from federation.flower.live import LIVE
 from federation.flower.node import NodeState
+from federation.flower.node_stack import checked_noise_multiplier, claim_round, node_stack, same_batches
 from federation.flower.userapp import node_client
 from federation.messages import decode_broadcast
 from secagg.ckks.decryption_wire import decode_request, encode_release
 from secagg.ckks.keyholder import KeyHolder
 from secagg.ckks.signing import public_key_payload
 from secagg.errors import ProtocolError, SecAggError
-from secagg.identity import IdentityRegistry
 
 app = ClientApp()
 Handler = Callable[[Message, Context], Message]
@@ -140,7 +140,8 @@ def enrol(message: Message, context: Context) -> Message:
     identity and signed public key) at the first enrolment; refuse a later one that differs."""
     node, job = NodeState(context), FlowerJob.from_context(context)
     directory, bound = field(message, "directory", bytes), field(message, "weight_bound", float)
-    z = _noise_multiplier(message, job, context)
+    client = None if _is_key_holder(context) else _client(job, _client_index(context), context)
+    z = checked_noise_multiplier(message, job, node, client)
     if not isinstance(job.config.protection(), CKKS):
         enrolment = Enrolment(directory, weight_bound=bound, noise_multiplier=z)
     elif _is_key_holder(context):
@@ -155,75 +156,6 @@ def enrol(message: Message, context: Context) -> Message:
     return Message(payload(enrolled=1), reply_to=message)
 
 
-def _noise_multiplier(message: Message, job: FlowerJob, context: Context) -> float | None:
-    """The noise multiplier the enrolment announces, once this node checked it against the run's privacy
-    settings (:func:`federation.calibration.check_noise_multiplier`): a client never trains or noises with
-    less noise than its own settings require. None without DP."""
-    dp = job.config.privacy_mode()
-    if dp is None:
-        return None
-    z = field(message, "noise_multiplier", float)
-    if _is_key_holder(context):
-        batches = 1  # it trains nothing: under DP-SGD it does not use z, under distributed DP z sizes the share
-        if isinstance(dp, DPSGD):
-            return z
-    else:
-        client = _client(job, _client_index(context), context)
-        batches = _same_batches(NodeState(context), client)
-        if isinstance(dp, DPSGD):  # a model Opacus cannot train privately is refused now, not every round
-            from dp.dpsgd import check_model
-
-            check_model(client.model)
-    check_noise_multiplier(dp, job.config.population(), z, batches)
-    return z
-
-
-def _same_batches(node: NodeState, client: FederatedClient) -> int:
-    """This client's batches per epoch, as it reported them at the greeting: the server accounts its DP-SGD,
-    and the node checks the noise multiplier, by that count. Data that changed since (a client rebuilt at every
-    message, its data loaded again) would sample at another rate: refused (:class:`ConfigError`)."""
-    stored, batches = node.get("batches"), len(client.loader)
-    if stored is not None and int.from_bytes(stored, "big") != batches:
-        raise ConfigError(f"this client has {batches} batches per epoch now but reported "
-                          f"{int.from_bytes(stored, 'big')} at the greeting: its data changed during the run")
-    return batches
-
-
-def _stack(job: FlowerJob, index: int, node: NodeState, context: Context) -> protection.Stack:
-    """This client's side of the run's stack (protection mode, client-level DP), made as the server made its
-    own, from the pinned enrolment: the identity directory with this node's key, the weight bound, the CKKS
-    public key and the checked noise multiplier. Kept for the run in a long-lived process."""
-    cache = LIVE.run(context)
-    if cache is not None and cache.stack is not None:
-        return cache.stack
-    config, secure = job.config, job.config.protection()
-    dp = config.privacy_mode()
-    if dp is not None:  # the checked, pinned multiplier: never calibrated again on the node
-        dp = replace(dp, noise_multiplier=pinned_noise_multiplier(node), target_epsilon=None)
-    identities = IdentityRegistry.pinned(pinned_directory(node), (index, node.identity()))
-    public_key = pinned_public_key(node) if isinstance(secure, CKKS) else None
-    parties = protection.RemoteParties(identities, pinned_weight_bound(node), None, public_key)
-    stack = protection.build(secure, dp, config.population(), parties=parties)
-    if cache is not None:
-        cache.stack = stack
-    return stack
-
-
-def _claim_round(node: NodeState, round_index: int, rounds: int) -> None:
-    """Train each of the run's rounds at most once, in order: every train message spends this client's privacy
-    (DP-SGD, a noise share) and the noise multiplier it checked covers ``rounds`` rounds, so a server that
-    replays a round, reorders rounds or goes on past the last one is refused (:class:`ProtocolError`). The
-    round is claimed before training (a refused or failed round is not trained again); a resumed run is a new
-    Flower run with a fresh node state."""
-    stored = node.get("trained_round")
-    last = 0 if stored is None else int.from_bytes(stored, "big")
-    if not 1 <= round_index <= rounds:
-        raise ProtocolError(f"round {round_index} is outside this run's rounds 1..{rounds}")
-    if round_index <= last:
-        raise ProtocolError(f"round {round_index} again or out of order: this node already trained round {last}")
-    node.put("trained_round", round_index.to_bytes(4, "big"))
-
-
 @app.query("train")
 @refusals_answered
 def train(message: Message, context: Context) -> Message:
@@ -234,8 +166,8 @@ def train(message: Message, context: Context) -> Message:
     ctx = decode_context(ctx_bytes)
     if index not in ctx.clients:
         raise ProtocolError(f"client {index} is not a participant of round {ctx.round}")
-    _claim_round(node, ctx.round, job.config.rounds)
-    stack = _stack(job, index, node, context)
+    claim_round(node, ctx.round, job.config.rounds)
+    stack = node_stack(job, index, node, context)
     if has_field(message, "settings"):
         settings = json_field(message, "settings")
         if not isinstance(settings, dict) or not hasattr(stack.aggregator, "apply_round_settings"):
@@ -243,7 +175,7 @@ def train(message: Message, context: Context) -> Message:
         stack.aggregator.apply_round_settings(settings)
     client = _client(job, index, context)
     if stack.dp_sgd is not None:
-        _same_batches(node, client)
+        same_batches(node, client)
     if stack.dp_sgd is not None and client.private is None:
         client.enable_dp_sgd(stack.dp_sgd)
     local = client.fit(decode_broadcast(ctx, field(message, "broadcast", bytes)), field(message, "seed", int))
@@ -283,7 +215,7 @@ def stage(message: Message, context: Context) -> Message:
         return _session_lost(message)
     index = _client_index(context)
     job = FlowerJob.from_context(context)
-    session = _stack(job, index, node, context).aggregator.resume_client_session(  # type: ignore[attr-defined]
+    session = node_stack(job, index, node, context).aggregator.resume_client_session(  # type: ignore[attr-defined]
         decode_context(ctx_bytes), index, state)
     upload = session.handle(field(message, "message", bytes))
     node.put("session", session.suspend())
