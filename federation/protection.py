@@ -21,16 +21,13 @@ from federation.errors import ConfigError
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from dp.dpsgd import DPSGDConfig
     from dp.events import PrivacyEvent
-    from secagg.aggregation import Aggregator, ClientSession, RoundContext
+    from secagg.aggregation import Aggregator
     from secagg.ckks import CKKSParams
     from secagg.ckks.protocol import KeyHolderPort
     from secagg.identity import IdentityRegistry
     from secagg.masking import MaskingConfig
-    from secagg.primitives.keys import SigningKey
 
 
 @dataclass(frozen=True)
