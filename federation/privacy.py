@@ -61,10 +61,10 @@ class PrivacyBook:
             return
         import json
 
-        charged = set(participants if eligible is None else eligible)
-        spend = [[c, [e.describe() for e in (*(clients[c].planned_events() if c in participants else ()),
+        trained = set(participants)  # under Poisson sampling drawn from the eligible ones
+        spend = [[c, [e.describe() for e in (*(clients[c].planned_events() if c in trained else ()),
                                              *self.planned_population)]]
-                 for c in sorted(charged | set(participants))]
+                 for c in sorted(trained if eligible is None else trained | set(eligible))]
         if self.planned_population:
             spend.append([POPULATION, [e.describe() for e in self.planned_population]])
         with writing(self.in_flight):

@@ -48,6 +48,19 @@ class Population:
         return len(self.examples)
 
 
+@dataclass(frozen=True)
+class RemoteParties:
+    """The other parties of a deployment as one party knows them: the identity ``identities`` (the server: every
+    client's public key; a client: the pinned directory and its own signing key, see
+    :meth:`IdentityRegistry.pinned`), the run's public ``weight_bound``, and with CKKS the key holder's signed
+    ``public_key`` and, on the server, the ``key_holder`` it reaches."""
+
+    identities: IdentityRegistry
+    weight_bound: float
+    key_holder: KeyHolderPort | None = None
+    public_key: bytes | None = None
+
+
 def client_level(dp: Privacy) -> bool:
     return isinstance(dp, (CentralDP, DistributedDP))
 
@@ -154,26 +167,36 @@ class Stack:
 
 
 def protection_aggregator(secure: Protection, bound: float, min_clients: int, noise_sigma: float = 0.0, *,
-                          clients: int) -> Aggregator:
+                          clients: int, parties: RemoteParties | None = None) -> Aggregator:
     """The protection mode alone, for clients whose weight is at most ``bound``, at most ``clients`` of them per
-    round (all parties in this process); ``noise_sigma``: CKKS clients' distributed-DP noise share (masking
-    puts its own on the ring)."""
+    round; ``noise_sigma``: CKKS clients' distributed-DP noise share (masking puts its own on the ring).
+
+    All parties in this process, unless ``parties`` (a distributed runtime): then the server's side (sessions for
+    every client) or a client's (its own sessions), with the parties' own identity keys and, with CKKS, the key
+    holder as another party (reached by the server through ``parties.key_holder``)."""
     from secagg.ckks import CKKSAggregator
     from secagg.masking import MaskingAggregator
     from secagg.plaintext import PlaintextAggregator
 
     if isinstance(secure, Masking):
-        return MaskingAggregator(masking_config(secure, bound))
+        aggregator = MaskingAggregator(masking_config(secure, bound))
+        if parties is not None:
+            aggregator.identities = parties.identities
+        return aggregator
     if isinstance(secure, CKKS):
-        return CKKSAggregator(ckks_params(secure, bound, clients, noise_sigma),
-                              min_clients=min_contributions(min_clients))
+        params = ckks_params(secure, bound, clients, noise_sigma)
+        if parties is None:
+            return CKKSAggregator(params, min_clients=min_contributions(min_clients))
+        if parties.public_key is None:
+            raise ConfigError("CKKS with remote parties needs the key holder's public key")
+        return CKKSAggregator.with_key_holder(params, parties.key_holder, parties.public_key, parties.identities)
     return PlaintextAggregator(max_weight=bound)
 
 
 def build(secure: Protection, dp: Privacy, population: Population, inner: Aggregator | None = None, *,
           parties: RemoteParties | None = None) -> Stack:
-    """Check, then stack: ``inner`` (default :func:`protection_aggregator`, or :func:`remote_aggregator` with
-    ``parties`` in other processes) under client-level DP if any."""
+    """Check, then stack: ``inner`` (default :func:`protection_aggregator`, for ``parties`` in other processes
+    if given) under client-level DP if any."""
     from dp.clipping import ClientLevelDP, ClientLevelDPAggregator, ClientLevelMode
     from dp.dpsgd import DPSGDConfig
     from dp.errors import InvalidPrivacyParameter
@@ -183,11 +206,9 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
     z = noise_multiplier(dp, population) if dp is not None else None
     if inner is None:
         sigma = noise_share(secure, dp, population, z)
-        if parties is not None:
-            inner = remote_aggregator(secure, parties, clients=population.per_round, noise_sigma=sigma)
-        else:
-            inner = protection_aggregator(secure, weight_bound(dp, population.examples), population.min_clients,
-                                          sigma, clients=population.per_round)
+        bound = parties.weight_bound if parties is not None else weight_bound(dp, population.examples)
+        inner = protection_aggregator(secure, bound, population.min_clients, sigma, clients=population.per_round,
+                                      parties=parties)
     if dp is None or z is None:
         return Stack(inner)
     try:
@@ -215,41 +236,3 @@ def build(secure: Protection, dp: Privacy, population: Population, inner: Aggreg
     planned: PrivacyEvent = GaussianEvent(z) if q is None else PoissonSampledGaussianEvent(
         z, q, unit=Unit.CLIENT, relation=Neighbouring.ADD_REMOVE)
     return Stack(ClientLevelDPAggregator(inner, level), None, (planned,), z)
-
-
-# The protection mode with the parties in other processes (a distributed runtime). Identity keys are the
-# parties' own; the CKKS key holder is another party.
-
-@dataclass(frozen=True)
-class RemoteParties:
-    """The other parties of a deployment as one party knows them: the identity ``identities`` (the server: every
-    client's public key; a client: the pinned directory and its own signing key, see
-    :meth:`IdentityRegistry.pinned`), the run's public ``weight_bound``, and with CKKS the key holder's signed
-    ``public_key`` and, on the server, the ``key_holder`` it reaches."""
-
-    identities: IdentityRegistry
-    weight_bound: float
-    key_holder: KeyHolderPort | None = None
-    public_key: bytes | None = None
-
-
-def remote_aggregator(secure: Protection, parties: RemoteParties, *, clients: int,
-                      noise_sigma: float = 0.0) -> Aggregator:
-    """The protection mode between parties in their own processes: the server's side (sessions for every client)
-    or a client's (its own sessions), for sums of at most ``clients`` contributions of weight at most
-    ``parties.weight_bound``; ``noise_sigma`` as in :func:`protection_aggregator`."""
-    from secagg.ckks import CKKSAggregator
-    from secagg.masking import MaskingAggregator
-    from secagg.plaintext import PlaintextAggregator
-
-    bound = parties.weight_bound
-    if isinstance(secure, Masking):
-        aggregator = MaskingAggregator(masking_config(secure, bound))
-        aggregator.identities = parties.identities
-        return aggregator
-    if isinstance(secure, CKKS):
-        if parties.public_key is None:
-            raise ConfigError("CKKS with remote parties needs the key holder's public key")
-        return CKKSAggregator.with_key_holder(ckks_params(secure, bound, clients, noise_sigma), parties.key_holder,
-                                              parties.public_key, parties.identities)
-    return PlaintextAggregator(max_weight=bound)

@@ -176,8 +176,8 @@ def train(message: Message, context: Context) -> Message:
     client = _client(job, index, context)
     if stack.dp_sgd is not None:
         same_batches(node, client)
-    if stack.dp_sgd is not None and client.private is None:
-        client.enable_dp_sgd(stack.dp_sgd)
+        if client.private is None:
+            client.enable_dp_sgd(stack.dp_sgd)
     local = client.fit(decode_broadcast(ctx, field(message, "broadcast", bytes)), field(message, "seed", int))
     started = time.perf_counter()
     session = stack.aggregator.client_session(ctx, index, local.delta, float(local.num_examples))

@@ -107,7 +107,7 @@ class FlowerRuntime:
             try:
                 loss = field(reply, "loss", float) if has_field(reply, "loss") else None
                 record_training(reports[c], field(reply, "examples", int), loss, field(reply, "train_seconds", float),
-                                planned)
+                                reports[c].events)
                 reports[c].protocol_seconds += field(reply, "protocol_seconds", float)
                 check_events(reply, planned)
                 uploads[c] = field(reply, "upload", bytes)

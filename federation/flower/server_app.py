@@ -22,12 +22,12 @@ from federation import protection
 from federation.allocator import pin_mmap_threshold
 from federation.config import CKKS
 from federation.errors import ConfigError, RuntimeFailure
+from federation.experiment import RemoteClients
 from federation.experiment_config import ExperimentConfig
 from federation.flower.codec import encode_directory, field, payload
 from federation.flower.job import KEY_HOLDER_ROLE, FlowerJob, nodes_needed
 from federation.flower.polling import shorten_object_retries
 from federation.flower.runtime import FlowerRuntime, exchange
-from federation.experiment import RemoteClients
 from federation.flower.userapp import server_federation
 from secagg.ckks.decryption_wire import decode_release, encode_request
 from secagg.ckks.request import DecryptionRequest, Release

@@ -110,8 +110,8 @@ def test_a_round_the_server_session_refuses_aborts_before_any_node_trains(tmp_pa
     federation = build_federation(config)
     federation.aggregator = RefusesRound(federation.aggregator, 1)
     expected = [r.to_dict() for r in federation.run()]
-    remote = protection.remote_aggregator
-    monkeypatch.setattr(protection, "remote_aggregator", lambda *a, **k: RefusesRound(remote(*a, **k), 1))
+    made = protection.protection_aggregator
+    monkeypatch.setattr(protection, "protection_aggregator", lambda *a, **k: RefusesRound(made(*a, **k), 1))
     job = FlowerJob(config, tmp_path / "out", stage_timeout=TIMEOUT)
     grid = SilentNodesGrid(job, {})
     server_app.run(grid, job)

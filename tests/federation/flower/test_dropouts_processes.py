@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ pytest.importorskip("flwr")
 from federation.experiment import ExperimentConfig, SecureMode  # noqa: E402
 from federation.flower.job import FlowerJob  # noqa: E402
 from federation.flower.launcher import LocalFlower, client_nodes  # noqa: E402
+from tests.federation.flower.background import BackgroundRun  # noqa: E402
 from tests.federation.flower.dropout_harness import ROUNDING, Case, in_process, outcome  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -48,24 +48,13 @@ def test_nodes_killed_at_the_ckks_challenge_end_as_the_in_process_dropouts(tmp_p
     config = ExperimentConfig(clients=4, rounds=1, local_epochs=1, hidden=16, secure=SecureMode.CKKS, seed=5,
                               min_clients=2)
     job = FlowerJob(config, tmp_path / "out", stage_timeout=20.0, connect_timeout=120.0)  # silence: waited out
-    errors: list[BaseException] = []
     with LocalFlower(tmp_path, client_nodes(4, key_holder=True)) as flower:
-        def run() -> None:
-            try:
-                flower.run(job, timeout=300)
-            except BaseException as err:  # noqa: BLE001 - reported by the main thread
-                errors.append(err)
-
-        runner = threading.Thread(target=run)
-        runner.start()
-        progress, deadline = job.out / "progress.jsonl", time.monotonic() + 240
+        run = BackgroundRun(flower, job, timeout=300)
         # the server writes the stage before it sends the challenges: the nodes die before they can answer
-        while not (progress.exists() and '"stage": 1' in progress.read_text()):
-            assert time.monotonic() < deadline and runner.is_alive(), "the run never reached the challenge"
-            time.sleep(0.005)
+        run.wait_for_stage(1, within=240)
         os.kill(_executor_of(flower.supernodes[2].pid), signal.SIGKILL)
         flower.kill(3)
-        runner.join()
+        errors = run.join()
         left = flower.processes
     assert not errors, errors
     assert not left(), "processes of the deployment outlived it"

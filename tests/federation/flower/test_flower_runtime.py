@@ -8,8 +8,6 @@ dropout run uses the app template: the SuperNodes import the user's module, as a
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from federation.experiment import ExperimentConfig, SecureMode, build_federation
 from federation.flower.job import FlowerJob  # noqa: E402
 from federation.flower.launcher import LocalFlower, client_nodes  # noqa: E402
 from federation.params import get_vector  # noqa: E402
+from tests.federation.flower.background import BackgroundRun  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -58,24 +57,12 @@ def test_a_supernode_killed_mid_round_is_a_dropout_with_the_user_s_app(tmp_path)
     config = ExperimentConfig(rounds=1, clients=4, local_epochs=1, secure=SecureMode.MASK, hidden=8)
     job = FlowerJob(config, tmp_path / "out", app="federation.flower.app_template", stage_timeout=20.0,
                     connect_timeout=120.0)
-    errors: list[BaseException] = []
     with LocalFlower(tmp_path, client_nodes(4, key_holder=False)) as flower:
-        def run() -> None:
-            try:
-                flower.run(job, timeout=600)
-            except BaseException as err:  # noqa: BLE001 - reported by the main thread
-                errors.append(err)
-
-        runner = threading.Thread(target=run)
-        runner.start()
-        progress = job.out / "progress.jsonl"
-        deadline = time.monotonic() + 400
+        run = BackgroundRun(flower, job, timeout=600)
         # the masked-input stage: client 3 holds its neighbours' shares but will never send its input
-        while not (progress.exists() and '"stage": 2' in progress.read_text()):
-            assert time.monotonic() < deadline and runner.is_alive(), "the run never reached stage 2"
-            time.sleep(0.005)  # the node answers within ~0.1 s of the stage: killed before it can
+        run.wait_for_stage(2, within=400)
         flower.kill(3)
-        runner.join()
+        errors = run.join()
     assert not errors, errors
     (record,) = json.loads((job.out / "results.json").read_text())["rounds"]
     assert record["status"] == "ok"
