@@ -18,6 +18,7 @@ from dp.events import PrivacyEvent
 from dp.ledger import LEDGER_NAME, POPULATION, Party, PrivacyLedger
 from federation.checkpoint import atomic_write_bytes, writing
 from federation.errors import CheckpointError
+from federation.records import IN_FLIGHT_NAME
 from federation.client import FederatedClient
 from federation.runtime import RoundOutcome
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT_NAME = "ledger.in-flight.json"  # what the round under way may spend (see PrivacyBook.begin)
 
 
 @dataclass

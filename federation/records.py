@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 RESULTS_NAME = "results.json"
 PLOT_NAME = "metrics.png"
 # What a run leaves in its directory: another run's files there are never replaced without overwrite=True.
-RUN_FILES = ("results.json", "ledger.json", "checkpoint.npz", "metrics.png", "model.npz")
+IN_FLIGHT_NAME = "ledger.in-flight.json"  # what the round under way may spend (see PrivacyBook.begin)
+RUN_FILES = ("results.json", "ledger.json", "checkpoint.npz", "metrics.png", "model.npz", IN_FLIGHT_NAME)
 
 
 class RoundStatus(enum.Enum):
@@ -211,9 +212,10 @@ class History(list):
         return directory
 
 
-def refuse_other_run(directory: Path, run_id: str | None = None) -> None:
-    """Refuse ``directory`` when it holds the files of another run than ``run_id`` (None: of any run)."""
-    present = [name for name in RUN_FILES if (directory / name).exists()]
+def refuse_other_run(directory: Path, run_id: str | None = None, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse ``directory`` when it holds the files (but those in ``ignore``) of another run than ``run_id``
+    (None: of any run)."""
+    present = [name for name in RUN_FILES if name not in ignore and (directory / name).exists()]
     if not present:
         return
     if not run_id or stored_run_id(directory) != run_id:

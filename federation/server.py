@@ -245,17 +245,16 @@ class Federation:
 
         return save_model(self.model, path, self.preprocessing)
 
-    def _claim(self, directory: Path) -> None:
+    def _claim(self, directory: Path, resuming: bool = False) -> None:
         """A fresh run into ``directory``: refused if another run's files are there, unless ``overwrite``
-        (then they are removed first, so no stale ledger is ever continued)."""
-        from federation.records import refuse_other_run
+        (then they are removed first, so no stale ledger is ever continued). ``resuming`` a run that stopped in
+        its first round: only its in-flight record may be there (it is charged, see :class:`PrivacyBook`)."""
+        from federation.records import IN_FLIGHT_NAME, refuse_other_run
 
         if not self.overwrite:
-            refuse_other_run(directory, None)
+            refuse_other_run(directory, None, ignore=(IN_FLIGHT_NAME,) if resuming else ())
             return
-        from federation.privacy import IN_FLIGHT_NAME
-
-        for name in (*RUN_FILES, IN_FLIGHT_NAME):
+        for name in RUN_FILES:
             with checkpoint.writing(directory / name):
                 (directory / name).unlink(missing_ok=True)
 
@@ -267,7 +266,7 @@ class Federation:
         except CheckpointError:
             if not (self.checkpoint_dir / checkpoint.CHECKPOINT_NAME).exists():
                 log.info("no checkpoint in %s: starting from round 1", self.checkpoint_dir)
-                self._claim(self.checkpoint_dir)
+                self._claim(self.checkpoint_dir, resuming=True)
                 return 0, get_vector(self.model)
             raise
         if state.config != self.fingerprint():

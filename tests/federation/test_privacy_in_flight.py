@@ -96,3 +96,15 @@ def test_a_resume_refused_for_a_wrong_ledger_keeps_the_in_flight_record(tmp_path
     resumed = _federation(tmp_path / "run", dp).run(resume=True)
     rounds = [r for r, _, _ in resumed.ledger.entries]
     assert rounds.count(3) == 2 * rounds.count(2)  # the round that died is charged twice
+
+
+def test_a_fresh_run_never_starts_over_a_round_that_died_under_way(tmp_path):
+    from federation.errors import ConfigError
+
+    dp = DPSGD(noise_multiplier=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        _federation(tmp_path, dp, DiesInRound(1, KeyboardInterrupt())).run()
+    assert [p.name for p in tmp_path.iterdir()] == [IN_FLIGHT_NAME]  # round 1 died: nothing else on disk
+    with pytest.raises(ConfigError, match="ledger.in-flight.json"):
+        _federation(tmp_path, dp).run()  # would start a ledger from zero and forget it
+    assert _federation(tmp_path, dp).run(resume=True).ledger.epsilon(0) > 0
