@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 
@@ -25,6 +25,9 @@ def assert_exact_cover(parts, n):
 @settings(max_examples=30, deadline=None)
 @given(st.integers(20, 400), st.integers(1, 10), st.sampled_from(list(PartitionScheme)), st.integers(0, 2**16))
 def test_every_scheme_covers_each_example_once(n, clients, scheme, seed):
+    # Dirichlet redraws until every client has 2 examples: with 20 examples for 8 clients it may never get
+    # there (a DataError, as documented); give it room
+    assume(scheme is not PartitionScheme.DIRICHLET or n >= 8 * clients)
     labels = np.arange(n) % 5
     parts = partition(labels, clients, scheme, alpha=1.0, seed=seed)
     assert len(parts) == clients
